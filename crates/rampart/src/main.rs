@@ -1,0 +1,2 @@
+//! The `rampart` command.
+fn main() {}

@@ -1,0 +1,3 @@
+//! Circuit breaker.
+mod state;
+pub use state::BreakerState;
