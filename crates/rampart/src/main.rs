@@ -1,2 +1,59 @@
-//! The `rampart` command.
-fn main() {}
+//! `rampart`: keep services and their connections healthy.
+//!
+//! A thin `main` over [`run`]: it parses the command line, runs the command, and turns an error into
+//! a message on standard error and an exit code (1 for a failure, 2 for bad input).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rampart_resilience::registry::ResilienceConfig;
+
+/// Keep services and their connections healthy.
+#[derive(Debug, Parser)]
+#[command(name = "rampart", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file and report every problem in it at once.
+    Check {
+        /// The TOML file with `[breaker.NAME]`, `[retry.NAME]`, ... sections.
+        file: PathBuf,
+    },
+}
+
+/// How a command ended badly.
+enum Failure {
+    /// The input was wrong (exit code 2).
+    Input(anyhow::Error),
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Check { file } => {
+            let config = ResilienceConfig::from_file(&file)
+                .map_err(|e| Failure::Input(anyhow::Error::new(e)))?;
+            println!("{}: ok", file.display());
+            for (kind, names) in config.names() {
+                if !names.is_empty() {
+                    println!("  {kind}: {}", names.join(", "));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(e)) => {
+            eprintln!("rampart: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

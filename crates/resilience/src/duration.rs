@@ -139,7 +139,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_input_with_reason() {
-        for bad in ["", "5", "s", "-1s", "5 parsecs", "1.2.3s", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "-1s",
+            "5 parsecs",
+            "1.2.3s",
+            "99999999999999999999h",
+        ] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.to_string().contains("invalid duration"), "{bad}: {e}");
         }

@@ -160,13 +160,17 @@ impl<E> Error<Error<E>> {
 impl<E: fmt::Debug> fmt::Debug for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BreakerOpen { name } => f.debug_struct("BreakerOpen").field("name", name).finish(),
+            Error::BreakerOpen { name } => {
+                f.debug_struct("BreakerOpen").field("name", name).finish()
+            }
             Error::RateLimited { name, retry_after } => f
                 .debug_struct("RateLimited")
                 .field("name", name)
                 .field("retry_after", retry_after)
                 .finish(),
-            Error::BulkheadFull { name } => f.debug_struct("BulkheadFull").field("name", name).finish(),
+            Error::BulkheadFull { name } => {
+                f.debug_struct("BulkheadFull").field("name", name).finish()
+            }
             Error::ConcurrencyLimited { name, limit } => f
                 .debug_struct("ConcurrencyLimited")
                 .field("name", name)
@@ -199,7 +203,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::ConcurrencyLimited { name, limit } => {
                 write!(f, "concurrency limit {name} reached ({limit} in flight)")
             }
-            Error::Timeout { name, after } => write!(f, "call through {name} timed out after {after:?}"),
+            Error::Timeout { name, after } => {
+                write!(f, "call through {name} timed out after {after:?}")
+            }
             Error::DeadlineExceeded => f.write_str("deadline exceeded"),
             Error::BudgetExhausted { name, last } => {
                 write!(f, "retry budget {name} exhausted; last attempt: {last}")
@@ -263,7 +269,11 @@ impl ConfigError {
     }
     /// `Ok(value)` if no problem was recorded, else `Err(self)`.
     pub fn into_result<T>(self, value: T) -> Result<T, ConfigError> {
-        if self.problems.is_empty() { Ok(value) } else { Err(self) }
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
     /// Moves every problem of `other` into `self`.
     pub fn extend(&mut self, other: ConfigError) {
