@@ -2,6 +2,8 @@
 //!
 //! Every case polls a trivial, immediately ready future once (no executor in the loop), so the
 //! figure is the breaker's own cost.
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
+
 use std::future::Future;
 use std::hint::black_box;
 use std::time::Duration;

@@ -67,7 +67,8 @@ use crate::{ConfigError, Events};
 
 /// Reads one section into `T`, recording every problem under `path`. Each bad key is reported
 /// (with serde's own message, which for an unknown key lists the known ones), removed, and the rest
-/// read again, so one typo does not hide the next. Returns `None` if any problem was found.
+/// read again, so one typo does not hide the next. Returns what is left (bad keys take their
+/// defaults), or `None` if the section is not a table at all.
 fn parse_section<T: DeserializeOwned>(
     path: &str,
     value: &toml::Value,
@@ -81,13 +82,13 @@ fn parse_section<T: DeserializeOwned>(
         return None;
     };
     let mut table = table.clone();
-    let mut clean = true;
     // Each round removes one bad key, so this ends; the bound is for safety only.
     for _ in 0..=table.len() {
         match serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table.clone())) {
-            Ok(v) => return clean.then_some(v),
+            // Validate what is left even after bad keys were removed (they took their defaults),
+            // so that its problems are reported in the same run.
+            Ok(v) => return Some(v),
             Err(e) => {
-                clean = false;
                 let key = e.path().iter().next().and_then(|seg| match seg {
                     serde_path_to_error::Segment::Map { key } => Some(key.clone()),
                     _ => None,
