@@ -36,7 +36,11 @@
 //! let value = pipeline
 //!     .call(|| async {
 //!         // Fails once, then succeeds: the retry hides the blip.
-//!         if calls.fetch_add(1, Ordering::Relaxed) == 0 { Err("blip") } else { Ok(42) }
+//!         if calls.fetch_add(1, Ordering::Relaxed) == 0 {
+//!             Err(std::io::Error::other("blip"))
+//!         } else {
+//!             Ok(42)
+//!         }
 //!     })
 //!     .await?;
 //! assert_eq!(value, 42);
