@@ -79,3 +79,5 @@ pub use classify::{Classifier, ErrIsFailure, Outcome};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, ConfigProblem, Error};
 pub use event::{Event, Events, PolicyKind, Subscription};
+pub use pipeline::Pipeline;
+pub use registry::Registry;

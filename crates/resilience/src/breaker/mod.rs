@@ -309,6 +309,9 @@ impl Inner {
         if w.is_closed() {
             return Some(self.ticket(w.generation(), false, false));
         }
+        if w.rejects_without_clock() {
+            return self.reject();
+        }
         self.try_acquire_slow(w)
     }
 
@@ -366,6 +369,7 @@ impl Inner {
         }
     }
 
+    #[inline]
     fn reject(&self) -> Option<Ticket> {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         self.events.emit_with(|| Event::Rejected {
@@ -388,7 +392,30 @@ impl Inner {
         }
     }
 
+    /// Records an outcome. The common case, a success in a closed count window with slow calls
+    /// not judged, is inlined: one load of the state and the window's `fetch_add` and load.
+    #[inline]
     fn finish(&self, ticket: Ticket, outcome: Outcome) {
+        if let (Outcome::Success, false, false, None, Window::Count(window)) = (
+            outcome,
+            ticket.trial,
+            ticket.disabled,
+            ticket.start,
+            &self.window,
+        ) {
+            let w = Word(self.word.load(Ordering::Acquire));
+            if w.is_closed() && w.generation() == ticket.generation {
+                if window.record(false, false) {
+                    self.judge(w, window.counts());
+                }
+                return;
+            }
+        }
+        self.finish_slow(ticket, outcome);
+    }
+
+    #[cold]
+    fn finish_slow(&self, ticket: Ticket, outcome: Outcome) {
         if ticket.disabled {
             return;
         }

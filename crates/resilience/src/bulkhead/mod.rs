@@ -1,7 +1,7 @@
 //! Bulkhead: at most `max_concurrent` calls at once, so one slow dependency cannot take every
 //! task, connection or thread with it.
 //!
-//! A full bulkhead rejects at once with [`Error::BulkheadFull`](crate::Error::BulkheadFull), or,
+//! A full bulkhead rejects at once with [`Error::BulkheadFull`], or,
 //! with `max_wait` set, lets callers wait for a slot in arrival order (a fair
 //! `tokio::sync::Semaphore`) for up to that long; `max_queue` caps how many may wait.
 //!
