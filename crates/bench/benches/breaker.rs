@@ -111,54 +111,62 @@ fn open(c: &mut Criterion) {
     });
 }
 
-/// Both cores hammer one closed breaker; criterion times one batch of 10,000 calls per thread.
+/// One and two threads (both cores) hammer one closed breaker; criterion times a batch of 10,000
+/// calls per thread, so the throughput (calls per second, all threads together) shows the scaling.
 fn contended(c: &mut Criterion) {
-    let mut g = c.benchmark_group("breaker_contended");
     const CALLS: u64 = 10_000;
-    g.throughput(criterion::Throughput::Elements(CALLS * 2));
+    fn hammer(threads: u64, call: &(dyn Fn() + Sync)) {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for _ in 0..CALLS {
+                        call();
+                    }
+                });
+            }
+        })
+    }
+    let mut g = c.benchmark_group("breaker_contended");
     let r = rampart_breaker();
-    g.bench_function("rampart", |b| {
-        b.iter(|| {
-            std::thread::scope(|s| {
-                for _ in 0..2 {
-                    s.spawn(|| {
-                        for _ in 0..CALLS {
-                            let _ = ready(r.call(|| async { Ok::<u64, ()>(black_box(1)) }));
-                        }
-                    });
-                }
-            })
-        })
-    });
     let rc = recloser_breaker();
-    g.bench_function("recloser", |b| {
-        b.iter(|| {
-            std::thread::scope(|s| {
-                for _ in 0..2 {
-                    s.spawn(|| {
-                        for _ in 0..CALLS {
-                            let _ = ready(rc.call(async { Ok::<u64, ()>(black_box(1)) }));
-                        }
-                    });
-                }
-            })
-        })
-    });
     let f = failsafe_breaker();
-    g.bench_function("failsafe", |b| {
-        use failsafe::futures::CircuitBreaker as _;
-        b.iter(|| {
-            std::thread::scope(|s| {
-                for _ in 0..2 {
-                    s.spawn(|| {
-                        for _ in 0..CALLS {
-                            let _ = ready(f.call(async { Ok::<u64, ()>(black_box(1)) }));
-                        }
-                    });
-                }
-            })
-        })
-    });
+    for threads in [1u64, 2] {
+        g.throughput(criterion::Throughput::Elements(CALLS * threads));
+        g.bench_with_input(
+            criterion::BenchmarkId::new("rampart", threads),
+            &threads,
+            |b, &t| {
+                b.iter(|| {
+                    hammer(t, &|| {
+                        let _ = ready(r.call(|| async { Ok::<u64, ()>(black_box(1)) }));
+                    })
+                })
+            },
+        );
+        g.bench_with_input(
+            criterion::BenchmarkId::new("recloser", threads),
+            &threads,
+            |b, &t| {
+                b.iter(|| {
+                    hammer(t, &|| {
+                        let _ = ready(rc.call(async { Ok::<u64, ()>(black_box(1)) }));
+                    })
+                })
+            },
+        );
+        g.bench_with_input(
+            criterion::BenchmarkId::new("failsafe", threads),
+            &threads,
+            |b, &t| {
+                use failsafe::futures::CircuitBreaker as _;
+                b.iter(|| {
+                    hammer(t, &|| {
+                        let _ = ready(f.call(async { Ok::<u64, ()>(black_box(1)) }));
+                    })
+                })
+            },
+        );
+    }
     g.finish();
 }
 

@@ -24,13 +24,18 @@ fn ready<F: Future>(f: F) -> F::Output {
 fn main() {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_else(|| "breaker_closed".into());
-    let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let breaker = BreakerConfig::default().build("hot", &Events::new()).unwrap();
+    let breaker = BreakerConfig::default()
+        .build("hot", &Events::new())
+        .unwrap();
     match case.as_str() {
         // The loop, the trivial future and its poll alone: subtract this from the others.
         "baseline" => {

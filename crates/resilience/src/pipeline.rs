@@ -5,11 +5,14 @@
 //! 1. **deadline** — the whole call, retries included, must finish by then;
 //! 2. **retry** (with its budget) — tries again after failures, never past the deadline;
 //! 3. **hedge** — starts a second attempt when the first is slow;
-//! 4. **circuit breaker** — rejects at once while the dependency is known to be down;
+//! 4. **circuit breaker, checked** — an open breaker rejects at once, before any queueing;
 //! 5. **rate limiter** — one unit per attempt, so retries and hedges are limited too;
-//! 6. **adaptive concurrency limit**, then **bulkhead** — bound what is in flight;
-//! 7. **timeout** — bounds each attempt;
-//! 8. the call itself.
+//! 6. **bulkhead**, then **adaptive concurrency limit** — bound what is in flight (the adaptive
+//!    limiter measures latency after the bulkhead's queue, so queueing does not read as slowness);
+//! 7. **circuit breaker, permit taken** — after the waits, so a half-open trial slot is not held
+//!    in a queue and queueing time does not count as a slow call;
+//! 8. **timeout** — bounds each attempt;
+//! 9. the call itself.
 //!
 //! The breaker and the adaptive limiter learn from each attempt's outcome as the classifier judges
 //! it (timeouts count as failures; rejections by the inner policies count as nothing). Retries follow
@@ -99,6 +102,21 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// Records every problem of this section under `path` (such as `pipeline.checkout`). The names
+    /// it refers to are checked by [`ResilienceConfig`](crate::registry::ResilienceConfig), which
+    /// knows the other sections.
+    pub fn validate(&self, path: &str, errors: &mut crate::ConfigError) {
+        if let Some(deadline) = self.deadline {
+            crate::timeout::validate_timeout(
+                &format!("{path}.deadline"),
+                deadline,
+                crate::timeout::MIN_TIMEOUT,
+                crate::timeout::MAX_TIMEOUT,
+                errors,
+            );
+        }
+    }
+
     /// The `(kind, name)` pairs this section refers to.
     pub fn references(&self) -> Vec<(&'static str, &str)> {
         [
@@ -300,18 +318,23 @@ impl Pipeline {
         C: Classifier<T, E>,
     {
         last.store(IGNORED, Ordering::Relaxed);
-        let permit = match &self.breaker {
-            Some(breaker) => match breaker.try_acquire() {
-                Some(p) => Some(p),
-                None => return Err(breaker.rejection()),
-            },
-            None => None,
-        };
+        if let Some(breaker) = &self.breaker {
+            if breaker.rejects_now() {
+                return Err(breaker.rejection());
+            }
+        }
         if let Some((limiter, name)) = &self.rate_limiter {
             if let Err(limited) = limiter.acquire(1).await {
                 return Err(limited.into_error(name.clone()));
             }
         }
+        let _slot = match &self.bulkhead {
+            Some((bulkhead, name)) => match bulkhead.acquire().await {
+                Ok(slot) => Some(slot),
+                Err(_) => return Err(Error::BulkheadFull { name: name.clone() }),
+            },
+            None => None,
+        };
         let token = match &self.adaptive {
             Some((limiter, name)) => match limiter.try_acquire() {
                 Some(t) => Some(t),
@@ -324,10 +347,10 @@ impl Pipeline {
             },
             None => None,
         };
-        let _slot = match &self.bulkhead {
-            Some((bulkhead, name)) => match bulkhead.acquire().await {
-                Ok(slot) => Some(slot),
-                Err(_) => return Err(Error::BulkheadFull { name: name.clone() }),
+        let permit = match &self.breaker {
+            Some(breaker) => match breaker.try_acquire() {
+                Some(p) => Some(p),
+                None => return Err(breaker.rejection()),
             },
             None => None,
         };

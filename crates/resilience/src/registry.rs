@@ -47,7 +47,9 @@
 //! # Ok::<(), rampart_resilience::ConfigError>(())
 //! ```
 
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -58,7 +60,7 @@ use crate::breaker::{BreakerConfig, BreakerStats, CircuitBreaker};
 use crate::bulkhead::{Bulkhead, BulkheadConfig, BulkheadStats};
 use crate::hedge::{Hedge, HedgeConfig, HedgeStats};
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::rate_limit::{RateLimitConfig, RateLimitStats, RateLimiter};
+use crate::rate_limit::{KeyedRateLimiter, RateLimitConfig, RateLimitStats, RateLimiter};
 use crate::retry::{
     Retry, RetryBudget, RetryBudgetConfig, RetryBudgetStats, RetryConfig, RetryStats,
 };
@@ -94,7 +96,8 @@ fn parse_section<T: DeserializeOwned>(
                     _ => None,
                 });
                 let inner = e.into_inner().to_string();
-                let message = inner.trim().to_string();
+                // toml appends "\nin `key`" to some messages; the key is in the path already.
+                let message = inner.lines().next().unwrap_or_default().trim().to_string();
                 match key {
                     Some(key) if table.remove(&key).is_some() => {
                         errors.push(format!("{path}.{key}"), message);
@@ -124,7 +127,7 @@ fn parse_section<T: DeserializeOwned>(
 }
 
 macro_rules! kinds {
-    ($( $field:ident : $config:ty => $policy:ty, $stats:ty, $getter:ident, $doc:literal; )*) => {
+    ($( $field:ident : $config:ty => $policy:ty, $stats:ty, $vis:vis $getter:ident, $doc:literal; )*) => {
         /// Every policy section of a configuration, validated, by kind and name.
         #[derive(Debug, Clone, Default, PartialEq)]
         pub struct ResilienceConfig {
@@ -157,6 +160,7 @@ macro_rules! kinds {
                     })*
                     _ => {
                         if let Some(c) = parse_section::<PipelineConfig>(path, value, errors) {
+                            c.validate(path, errors);
                             self.pipeline.insert(name.to_owned(), c);
                         }
                     }
@@ -181,7 +185,7 @@ macro_rules! kinds {
         impl Registry {
             $(
                 #[doc = concat!("The shared `", stringify!($field), "` named `name`, built from its section on first use (defaults if it has none).")]
-                pub fn $getter(&self, name: &str) -> $policy {
+                $vis fn $getter(&self, name: &str) -> $policy {
                     let mut map = self.inner.instances.$field.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(p) = map.get(name) {
                         return p.clone();
@@ -208,14 +212,14 @@ macro_rules! kinds {
 }
 
 kinds! {
-    breaker: BreakerConfig => CircuitBreaker, BreakerStats, breaker, "circuit breakers";
-    retry: RetryConfig => Retry, RetryStats, retry_policy, "retry policies";
-    retry_budget: RetryBudgetConfig => RetryBudget, RetryBudgetStats, retry_budget, "retry budgets that retry policies share";
-    timeout: TimeoutConfig => Timeout, TimeoutStats, timeout, "timeouts";
-    rate_limit: RateLimitConfig => RateLimiter, RateLimitStats, rate_limiter, "rate limiters";
-    bulkhead: BulkheadConfig => Bulkhead, BulkheadStats, bulkhead, "bulkheads";
-    adaptive: AdaptiveConfig => AdaptiveLimiter, AdaptiveStats, adaptive_limiter, "adaptive concurrency limiters";
-    hedge: HedgeConfig => Hedge, HedgeStats, hedge, "hedging policies";
+    breaker: BreakerConfig => CircuitBreaker, BreakerStats, pub breaker, "circuit breakers";
+    retry: RetryConfig => Retry, RetryStats, retry_without_budget, "retry policies";
+    retry_budget: RetryBudgetConfig => RetryBudget, RetryBudgetStats, pub retry_budget, "retry budgets that retry policies share";
+    timeout: TimeoutConfig => Timeout, TimeoutStats, pub timeout, "timeouts";
+    rate_limit: RateLimitConfig => RateLimiter, RateLimitStats, pub rate_limiter, "rate limiters";
+    bulkhead: BulkheadConfig => Bulkhead, BulkheadStats, pub bulkhead, "bulkheads";
+    adaptive: AdaptiveConfig => AdaptiveLimiter, AdaptiveStats, pub adaptive_limiter, "adaptive concurrency limiters";
+    hedge: HedgeConfig => Hedge, HedgeStats, pub hedge, "hedging policies";
 }
 
 impl ResilienceConfig {
@@ -336,6 +340,8 @@ struct RegistryInner {
     config: ResilienceConfig,
     events: Events,
     instances: Instances,
+    /// Keyed rate limiters, by name and key type.
+    keyed: Mutex<HashMap<(String, TypeId), Box<dyn Any + Send + Sync>>>,
 }
 
 /// Policies by name, built from a [`ResilienceConfig`] on first use and shared afterwards. Cheap to
@@ -367,6 +373,7 @@ impl Registry {
                 config,
                 events,
                 instances: Instances::default(),
+                keyed: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -417,7 +424,7 @@ impl Registry {
 
     /// The shared retry policy named `name`, with its `budget` attached if its section names one.
     pub fn retry(&self, name: &str) -> Retry {
-        let retry = self.retry_policy(name);
+        let retry = self.retry_without_budget(name);
         match self
             .inner
             .config
@@ -428,6 +435,33 @@ impl Registry {
             Some(budget) => retry.with_budget(self.retry_budget(budget)),
             None => retry,
         }
+    }
+
+    /// The shared keyed rate limiter named `name` (one limit per key: per tenant, per host), built
+    /// from `[rate_limit.NAME]` and its `keyed` table on first use. Callers that ask for the same
+    /// name and key type share it.
+    pub fn keyed_rate_limiter<K>(&self, name: &str) -> KeyedRateLimiter<K>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        let mut map = self.inner.keyed.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = (name.to_owned(), TypeId::of::<K>());
+        if let Some(limiter) = map
+            .get(&slot)
+            .and_then(|b| b.downcast_ref::<KeyedRateLimiter<K>>())
+        {
+            return limiter.clone();
+        }
+        let config = self
+            .inner
+            .config
+            .rate_limit
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        let limiter = self.build_policy(name, config, |c, n, e| c.build_keyed::<K>(n, e));
+        map.insert(slot, Box::new(limiter.clone()));
+        limiter
     }
 
     /// The pipeline named `name`: the policies its `[pipeline.NAME]` section names, or, without such

@@ -282,3 +282,67 @@ async fn retry_and_hedge_together_hedge_a_slow_attempt_and_retry_a_failed_one() 
     assert_eq!(start.elapsed(), Duration::from_millis(110));
     assert_eq!(p.retry().unwrap().stats().retries, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn time_queued_in_the_bulkhead_does_not_count_as_a_slow_call() {
+    let ev = Events::new();
+    let p = Pipeline::builder("p")
+        .breaker(
+            BreakerConfig {
+                slow_call_duration: Some(Duration::from_millis(50)),
+                slow_call_rate: 0.5,
+                minimum_calls: 2,
+                window_size: 2,
+                ..BreakerConfig::default()
+            }
+            .build("p", &ev)
+            .unwrap(),
+        )
+        .bulkhead(
+            BulkheadConfig {
+                max_concurrent: 1,
+                max_wait: Duration::from_secs(1),
+                ..BulkheadConfig::default()
+            }
+            .build("db", &ev)
+            .unwrap(),
+        )
+        .build();
+    // Two calls of 40 ms each through a bulkhead of one: the second queues 40 ms, then runs 40 ms.
+    // Neither call is slow; 80 ms from start to end would be, had the queueing counted.
+    let call = || async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        Ok::<(), &str>(())
+    };
+    let (a, b) = tokio::join!(p.call(call), p.call(call));
+    a.unwrap();
+    b.unwrap();
+    let stats = p.breaker().unwrap().stats();
+    assert_eq!(stats.slow, 0);
+    assert_eq!(stats.state, BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_rejects_before_waiting_on_the_rate_limiter() {
+    let ev = Events::new();
+    let breaker = BreakerConfig::default().build("p", &ev).unwrap();
+    let limiter = RateLimitConfig::new(1.0, Duration::from_secs(10))
+        .max_wait(Duration::from_secs(60))
+        .build("api", &ev)
+        .unwrap();
+    let p = Pipeline::builder("p")
+        .breaker(breaker.clone())
+        .rate_limiter(limiter.clone())
+        .build();
+    breaker.force_open();
+    let start = Instant::now();
+    let err = p.call(|| async { Ok::<(), &str>(()) }).await.unwrap_err();
+    assert!(err.is_breaker_open());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(
+        limiter.stats().permitted,
+        0,
+        "no rate-limit unit spent on a rejected call"
+    );
+    assert_eq!(breaker.stats().rejected, 1);
+}

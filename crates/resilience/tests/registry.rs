@@ -34,6 +34,7 @@ fn every_problem_is_reported_at_once_with_file_and_key_path() {
 
         [pipeline.checkout]
         breaker = "missing"
+        deadline = "0s"
     "#;
     let err = ResilienceConfig::from_toml_str(src, Some("rampart.toml")).unwrap_err();
     let text = err.to_string();
@@ -51,6 +52,7 @@ fn every_problem_is_reported_at_once_with_file_and_key_path() {
         "timeout.slow.timeout",
         "breakers",
         "pipeline.checkout.breaker",
+        "pipeline.checkout.deadline",
     ] {
         assert!(
             paths.contains(&expected),
@@ -69,6 +71,13 @@ fn every_problem_is_reported_at_once_with_file_and_key_path() {
         "unknown keys list the known ones"
     );
     assert!(problem("breaker.payments.wait_in_open").contains("negative"));
+    for p in &err.problems {
+        assert!(
+            !p.message.contains('\n'),
+            "one line per problem: {:?}",
+            p.message
+        );
+    }
     assert!(problem("breaker.payments.failure_rate").contains("got 1.5"));
 }
 
@@ -226,4 +235,34 @@ fn every_kind_builds_from_its_defaults() {
         stats.breaker.len() + stats.retry.len() + stats.hedge.len(),
         3
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_rate_limiters_are_shared_by_name_and_key_type() {
+    let registry = Registry::from_toml_str(
+        r#"
+        [rate_limit.per-tenant]
+        rate = 2.0
+        per = "1s"
+        burst = 2
+        "#,
+        None,
+    )
+    .unwrap();
+    let a = registry.keyed_rate_limiter::<String>("per-tenant");
+    let b = registry.keyed_rate_limiter::<String>("per-tenant");
+    let acme = "acme".to_string();
+    assert!(a.try_acquire(&acme, 1).is_ok());
+    assert!(a.try_acquire(&acme, 1).is_ok());
+    assert!(
+        b.try_acquire(&acme, 1).is_err(),
+        "b shares a's state for acme"
+    );
+    assert!(
+        b.try_acquire(&"globex".to_string(), 1).is_ok(),
+        "another tenant has its own limit"
+    );
+    // Another key type is another limiter.
+    let by_id = registry.keyed_rate_limiter::<u64>("per-tenant");
+    assert!(by_id.try_acquire(&7, 1).is_ok());
 }

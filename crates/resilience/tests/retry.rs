@@ -341,6 +341,31 @@ async fn a_deadline_prevents_an_attempt_that_cannot_start_in_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_attempt_that_would_start_with_less_than_min_attempt_time_left_is_not_started() {
+    let flaky = Flaky::new(u32::MAX);
+    let r = RetryConfig {
+        min_attempt_time: ms(60),
+        ..config(10)
+    }
+    .build("api", &Events::new())
+    .unwrap();
+    // Attempts at 0 and 100ms; the next would start at 300ms with 50ms left of the 350ms
+    // deadline, less than the 60ms an attempt needs: give up at 100ms.
+    let err = Deadline::after(ms(350))
+        .scope(r.call(|| flaky.attempt()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Inner(2)), "{err:?}");
+    assert_eq!(flaky.starts(), [ms(0), ms(100)]);
+    // Without the minimum, the third attempt starts at 300ms.
+    let flaky = Flaky::new(u32::MAX);
+    let _ = Deadline::after(ms(350))
+        .scope(retry(10).call(|| flaky.attempt()))
+        .await;
+    assert_eq!(flaky.starts(), [ms(0), ms(100), ms(300)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_expired_deadline_runs_no_attempt() {
     let flaky = Flaky::new(0);
     let r = retry(3);

@@ -54,7 +54,7 @@ pub use state::BreakerState;
 
 use crate::{Classifier, ErrIsFailure, Error, Event, Events, Outcome, PolicyKind};
 use state::{Trials, Word};
-use window::{CountWindow, Counts, TimeWindow};
+use window::{CountWindow, Counts, Padded, TimeWindow};
 
 /// A circuit breaker. Cheap to clone; clones share one state.
 #[derive(Clone)]
@@ -62,6 +62,9 @@ pub struct CircuitBreaker {
     inner: Arc<Inner>,
 }
 
+// The count window is large because its cursor is padded to a cache line of its own; a breaker
+// holds one window for life, and boxing it would add an indirection to every call.
+#[allow(clippy::large_enum_variant)]
 enum Window {
     Count(CountWindow),
     Time(TimeWindow),
@@ -70,7 +73,9 @@ enum Window {
 
 struct Inner {
     name: Arc<str>,
-    word: AtomicU64,
+    /// Read by every call: kept on a cache line of its own so that counters written by other
+    /// cores do not evict it (false sharing).
+    word: Padded<AtomicU64>,
     trials: AtomicU64,
     window: Window,
     /// Lifetime calls recorded outside the count window (time and consecutive windows, trials).
@@ -78,7 +83,7 @@ struct Inner {
     failed: AtomicU64,
     slow: AtomicU64,
     ignored: AtomicU64,
-    rejected: AtomicU64,
+    rejected: Padded<AtomicU64>,
     opened: AtomicU64,
     consecutive: AtomicU32,
     opened_in_a_row: AtomicU32,
@@ -164,14 +169,16 @@ impl CircuitBreaker {
         };
         let inner = Arc::new_cyclic(|me| Inner {
             name: name.into(),
-            word: AtomicU64::new(Word::new(BreakerState::Closed, 0, 0, false).0),
+            word: Padded(AtomicU64::new(
+                Word::new(BreakerState::Closed, 0, 0, false).0,
+            )),
             trials: AtomicU64::new(Trials::empty(0).0),
             window,
             recorded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             slow: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
+            rejected: Padded(AtomicU64::new(0)),
             opened: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             opened_in_a_row: AtomicU32::new(0),
@@ -218,6 +225,19 @@ impl CircuitBreaker {
             inner: &self.inner,
             ticket: Some(ticket),
         })
+    }
+
+    /// True if the breaker would reject a call now because it is open or forced open (counted as a
+    /// rejection). Cheap: one load. For a caller that must wait elsewhere (a queue, a rate
+    /// limiter) before it takes a permit, so an open breaker turns it away before it waits.
+    #[inline]
+    pub fn rejects_now(&self) -> bool {
+        let w = Word(self.inner.word.load(Ordering::Acquire));
+        if w.rejects_without_clock() {
+            let _ = self.inner.reject();
+            return true;
+        }
+        false
     }
 
     /// Like [`try_acquire`](Self::try_acquire), with a permit that owns a handle to the breaker.

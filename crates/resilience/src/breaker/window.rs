@@ -16,6 +16,19 @@ const PRESENT: u8 = 1;
 const FAILED: u8 = 2;
 const SLOW: u8 = 4;
 
+/// A value alone on its cache line (128 bytes: two lines, as adjacent-line prefetch pairs them).
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub(super) struct Padded<T>(pub(super) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// What a window holds now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Counts {
@@ -69,7 +82,8 @@ pub(super) struct CountWindow {
     /// `u64::MAX / size + 1`, for Lemire's fast modulo of a 32-bit cursor.
     fastmod_m: u64,
     size: u32,
-    cursor: AtomicU64,
+    /// Written by every call: on a cache line of its own.
+    cursor: Padded<AtomicU64>,
     calls: AtomicU32,
     failed: AtomicU32,
     slow: AtomicU32,
@@ -82,7 +96,7 @@ impl CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             fastmod_m: (u64::MAX / u64::from(size)).wrapping_add(1),
             size,
-            cursor: AtomicU64::new(0),
+            cursor: Padded(AtomicU64::new(0)),
             calls: AtomicU32::new(0),
             failed: AtomicU32::new(0),
             slow: AtomicU32::new(0),

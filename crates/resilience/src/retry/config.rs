@@ -12,6 +12,8 @@ use crate::{ConfigError, Events};
 /// [retry.payments]
 /// max_attempts = 4        # default 3: attempts in all, the first included
 /// max_elapsed = "5s"      # default none: no attempt starts later than this after the first
+/// min_attempt_time = "50ms" # default "0s": no attempt starts with less time than this left
+///                         # before the caller's deadline
 /// base_delay = "50ms"     # default "100ms"
 /// max_delay = "2s"        # default "10s"
 /// multiplier = 2.0        # default 2.0
@@ -31,6 +33,16 @@ pub struct RetryConfig {
         default = "defaults::max_elapsed"
     )]
     pub max_elapsed: Option<Duration>,
+    /// An attempt needs at least this much time before the caller's [`Deadline`] to be worth
+    /// starting: a retry that would start with less left gives up instead, since it could not
+    /// finish. Default `"0s"` (start while any time is left); at most 1h.
+    ///
+    /// [`Deadline`]: crate::timeout::Deadline
+    #[serde(
+        with = "crate::duration::serde_duration",
+        default = "defaults::min_attempt_time"
+    )]
+    pub min_attempt_time: Duration,
     /// The delay before the first retry, before jitter. Default `"100ms"`; between 1ms and 1h.
     #[serde(
         with = "crate::duration::serde_duration",
@@ -66,6 +78,9 @@ mod defaults {
     pub(super) fn max_elapsed() -> Option<Duration> {
         None
     }
+    pub(super) fn min_attempt_time() -> Duration {
+        Duration::ZERO
+    }
     pub(super) fn base_delay() -> Duration {
         Duration::from_millis(100)
     }
@@ -86,6 +101,7 @@ impl Default for RetryConfig {
         RetryConfig {
             max_attempts: defaults::max_attempts(),
             max_elapsed: defaults::max_elapsed(),
+            min_attempt_time: defaults::min_attempt_time(),
             base_delay: defaults::base_delay(),
             max_delay: defaults::max_delay(),
             multiplier: defaults::multiplier(),
@@ -112,6 +128,15 @@ impl RetryConfig {
                 MIN_DELAY,
                 Duration::MAX,
                 errors,
+            );
+        }
+        if self.min_attempt_time > MAX_BASE_DELAY {
+            errors.push(
+                format!("{path}.min_attempt_time"),
+                format!(
+                    "must be at most 1h, got {}",
+                    crate::format_duration(self.min_attempt_time)
+                ),
             );
         }
         validate_timeout(
@@ -187,6 +212,7 @@ impl RetryConfig {
             name,
             self.max_attempts,
             self.max_elapsed,
+            self.min_attempt_time,
             self.backoff(),
             events.clone(),
         ))
@@ -233,6 +259,7 @@ mod tests {
             multiplier = 1.5
             jitter = "decorrelated"
             budget = "backend"
+            min_attempt_time = "25ms"
             "#,
         )
         .unwrap();
@@ -241,6 +268,7 @@ mod tests {
             RetryConfig {
                 max_attempts: 5,
                 max_elapsed: Some(Duration::from_secs(3)),
+                min_attempt_time: Duration::from_millis(25),
                 base_delay: Duration::from_millis(20),
                 max_delay: Duration::from_secs(1),
                 multiplier: 1.5,

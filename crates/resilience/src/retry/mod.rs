@@ -179,6 +179,7 @@ struct Shared {
     name: Arc<str>,
     max_attempts: u32,
     max_elapsed: Option<Duration>,
+    min_attempt_time: Duration,
     backoff: Backoff,
     events: Events,
     calls: AtomicU64,
@@ -228,6 +229,7 @@ impl Retry {
         name: &str,
         max_attempts: u32,
         max_elapsed: Option<Duration>,
+        min_attempt_time: Duration,
         backoff: Backoff,
         events: Events,
     ) -> Retry {
@@ -236,6 +238,7 @@ impl Retry {
                 name: name.into(),
                 max_attempts,
                 max_elapsed,
+                min_attempt_time,
                 backoff,
                 events,
                 calls: AtomicU64::new(0),
@@ -399,7 +402,9 @@ impl Retry {
             }
         }
         if let Some(deadline) = Deadline::current() {
-            if starts_at >= deadline.instant() {
+            // An attempt that would start with less than `min_attempt_time` left could not
+            // finish: give up now rather than sleep into the deadline.
+            if instant_after(starts_at, s.min_attempt_time) >= deadline.instant() {
                 return self.give_up();
             }
         }
