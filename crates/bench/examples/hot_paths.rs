@@ -16,9 +16,16 @@ use std::hint::black_box;
 use futures_util::FutureExt;
 use rampart_resilience::Events;
 use rampart_resilience::breaker::BreakerConfig;
+use rampart_resilience::bulkhead::BulkheadConfig;
+use rampart_resilience::rate_limit::{KeyedRateLimiter, RateLimitConfig};
+use std::time::Duration;
 
 fn ready<F: Future>(f: F) -> F::Output {
     f.now_or_never().expect("ready")
+}
+
+fn fast_limiter() -> RateLimitConfig {
+    RateLimitConfig::new(1e9, Duration::from_secs(1)).burst(1000)
 }
 
 fn main() {
@@ -34,6 +41,9 @@ fn main() {
         .unwrap();
     let _guard = rt.enter();
     let breaker = BreakerConfig::default()
+        .build("hot", &Events::new())
+        .unwrap();
+    let bulkhead = BulkheadConfig::default()
         .build("hot", &Events::new())
         .unwrap();
     match case.as_str() {
@@ -58,6 +68,58 @@ fn main() {
                 let _ = black_box(ready(
                     breaker.call(|| async { Ok::<u64, ()>(black_box(1)) }),
                 ));
+            }
+        }
+        // A limiter that admits every call (1e9 per second, burst 1000).
+        "rate_limiter" => {
+            let r = fast_limiter().build("hot", &Events::new()).unwrap();
+            for _ in 0..n {
+                let _ = black_box(r.try_acquire(black_box(1)));
+            }
+        }
+        // A limiter whose burst is used up: every call is rejected.
+        "rate_limiter_rejecting" => {
+            let r = RateLimitConfig::new(1.0, Duration::from_secs(3600))
+                .burst(1)
+                .build("hot", &Events::new())
+                .unwrap();
+            let _ = r.try_acquire(1);
+            for _ in 0..n {
+                let _ = black_box(r.try_acquire(black_box(1)));
+            }
+        }
+        // `call` through the admitting limiter (a future per call).
+        "rate_limiter_call" => {
+            let r = fast_limiter().build("hot", &Events::new()).unwrap();
+            for _ in 0..n {
+                let _ = black_box(ready(r.call(|| async { Ok::<u64, ()>(black_box(1)) })));
+            }
+        }
+        // Keys 0..1000 in turn, all present.
+        "rate_limiter_keyed" => {
+            let r: KeyedRateLimiter<u64> =
+                fast_limiter().build_keyed("hot", &Events::new()).unwrap();
+            for k in 0..1000u64 {
+                r.try_acquire(&k, 1).unwrap();
+            }
+            let mut key = 0u64;
+            for _ in 0..n {
+                key = if key + 1 == 1000 { 0 } else { key + 1 };
+                let _ = black_box(r.try_acquire(black_box(&key), 1));
+            }
+        }
+        // `Bulkhead::call` around the trivial call, a slot always free.
+        "bulkhead_call" => {
+            for _ in 0..n {
+                let _ = black_box(ready(
+                    bulkhead.call(|| async { Ok::<u64, ()>(black_box(1)) }),
+                ));
+            }
+        }
+        // An owned permit taken and dropped (`try_acquire`, as tower users and `acquire` get).
+        "bulkhead_permit" => {
+            for _ in 0..n {
+                drop(black_box(bulkhead.try_acquire().unwrap()));
             }
         }
         other => panic!("unknown case {other}"),

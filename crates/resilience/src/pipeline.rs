@@ -329,7 +329,7 @@ impl Pipeline {
             }
         }
         let _slot = match &self.bulkhead {
-            Some((bulkhead, name)) => match bulkhead.acquire().await {
+            Some((bulkhead, name)) => match bulkhead.acquire_ref().await {
                 Ok(slot) => Some(slot),
                 Err(_) => return Err(Error::BulkheadFull { name: name.clone() }),
             },

@@ -20,7 +20,7 @@ fn bulkhead(config: BulkheadConfig) -> Bulkhead {
 }
 
 /// Polls a future once, so it starts (and, if it must wait, joins the queue).
-fn poll_once<F: Future>(fut: Pin<&mut F>) -> Option<F::Output> {
+fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Option<F::Output> {
     futures_util::FutureExt::now_or_never(fut)
 }
 
@@ -320,4 +320,354 @@ async fn layer_response_future_dropped_midway_releases_its_slot() {
     assert_eq!(b.stats().in_flight, 1);
     drop(fut);
     assert_eq!(b.stats().in_flight, 0);
+}
+
+/// A multi-thread runtime: the races below need real parallelism.
+#[allow(clippy::unwrap_used)] // a test helper
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// Runs `calls` calls on each of `tasks` tasks through `b`, each yielding once inside its slot,
+/// and returns the most seen running at once and how many calls got in.
+#[allow(clippy::unwrap_used)] // a test helper
+fn hammer(b: &Bulkhead, tasks: usize, calls: usize) -> (usize, u64) {
+    let rt = multi_thread();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let ok = rt.block_on(async {
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let (b, running, peak) = (b.clone(), running.clone(), peak.clone());
+            handles.push(tokio::spawn(async move {
+                let mut ok = 0u64;
+                for _ in 0..calls {
+                    let r = b
+                        .call(|| async {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, ()>(())
+                        })
+                        .await;
+                    if r.is_ok() {
+                        ok += 1;
+                    }
+                }
+                ok
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            ok += h.await.unwrap();
+        }
+        ok
+    });
+    (peak.load(Ordering::SeqCst), ok)
+}
+
+#[test]
+fn many_threads_waiting_never_exceed_max_concurrent_and_all_get_in() {
+    let b = bulkhead(BulkheadConfig::new(3).max_wait(Duration::from_secs(60)));
+    let (peak, ok) = hammer(&b, 16, 500);
+    assert!(peak <= 3, "peak {peak}");
+    assert_eq!(ok, 16 * 500);
+    let s = b.stats();
+    assert_eq!(
+        (s.in_flight, s.queued, s.permitted, s.rejected),
+        (0, 0, 16 * 500, 0)
+    );
+    // Every slot is free again.
+    let held: Vec<_> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
+    assert!(b.try_acquire().is_err());
+    drop(held);
+}
+
+#[test]
+fn many_threads_without_waiting_never_exceed_max_concurrent_and_count_exactly() {
+    let b = bulkhead(BulkheadConfig::new(3));
+    let (peak, ok) = hammer(&b, 16, 500);
+    assert!(peak <= 3, "peak {peak}");
+    let s = b.stats();
+    assert_eq!((s.in_flight, s.queued), (0, 0));
+    assert_eq!(s.permitted, ok);
+    assert_eq!(s.permitted + s.rejected, 16 * 500);
+}
+
+#[test]
+fn a_slot_given_back_as_a_caller_joins_the_queue_is_never_lost() {
+    let rt = multi_thread();
+    let b = bulkhead(BulkheadConfig::new(1).max_wait(Duration::from_secs(60)));
+    rt.block_on(async {
+        for _ in 0..2000 {
+            let held = b.try_acquire().unwrap();
+            let start = Arc::new(Barrier::new(2));
+            let releaser = tokio::spawn({
+                let start = start.clone();
+                async move {
+                    start.wait().await;
+                    drop(held);
+                }
+            });
+            start.wait().await;
+            // Without the hand-over on joining, this would wait the full minute.
+            let permit = tokio::time::timeout(Duration::from_secs(10), b.acquire())
+                .await
+                .expect("the freed slot reached the waiter")
+                .unwrap();
+            drop(permit);
+            releaser.await.unwrap();
+        }
+    });
+    let s = b.stats();
+    assert_eq!((s.in_flight, s.queued, s.rejected), (0, 0, 0));
+}
+
+#[test]
+fn waiters_cancelled_and_timing_out_while_slots_free_leak_nothing() {
+    let rt = multi_thread();
+    // A short real `max_wait` so timeouts race with hand-overs; only invariants are checked.
+    let b = bulkhead(BulkheadConfig::new(3).max_wait(Duration::from_micros(50)));
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let ok = rt.block_on(async {
+        let mut handles = Vec::new();
+        for t in 0..12usize {
+            let (b, running, peak) = (b.clone(), running.clone(), peak.clone());
+            handles.push(tokio::spawn(async move {
+                let mut ok = 0u64;
+                for i in 0..400usize {
+                    if (t + i) % 3 == 0 {
+                        // Poll once, then drop: cancelled while queued, or just after a slot
+                        // was handed to it, or holding one.
+                        let mut fut = Box::pin(b.acquire());
+                        if let Some(Ok(p)) = poll_once(fut.as_mut()) {
+                            ok += 1;
+                            drop(p);
+                        }
+                        tokio::task::yield_now().await;
+                        drop(fut);
+                        continue;
+                    }
+                    let r = b
+                        .call(|| async {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, ()>(())
+                        })
+                        .await;
+                    if r.is_ok() {
+                        ok += 1;
+                    }
+                }
+                ok
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            ok += h.await.unwrap();
+        }
+        ok
+    });
+    assert!(peak.load(Ordering::SeqCst) <= 3);
+    let s = b.stats();
+    assert_eq!((s.in_flight, s.queued), (0, 0));
+    // A slot handed to a waiter that was dropped before looking counts as permitted but not ok.
+    assert!(s.permitted >= ok, "{s:?} ok {ok}");
+    let held: Vec<_> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
+    assert!(b.try_acquire().is_err());
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn borrowed_permits_hold_a_slot_until_dropped_and_can_become_owned() {
+    let b = bulkhead(BulkheadConfig::new(2).max_wait(Duration::from_secs(1)));
+    let a = b.try_acquire_ref().unwrap();
+    let c = b.acquire_ref().await.unwrap();
+    assert_eq!(b.stats().in_flight, 2);
+    assert!(b.try_acquire_ref().is_err());
+    let owned = a.into_owned();
+    assert_eq!(b.stats().in_flight, 2);
+    drop(c);
+    assert_eq!(b.stats().in_flight, 1);
+    drop(owned);
+    let s = b.stats();
+    assert_eq!((s.in_flight, s.permitted, s.rejected), (0, 2, 1));
+}
+
+mod model {
+    //! The bulkhead against a model: a FIFO queue, slots handed to its head as they free.
+
+    use super::*;
+    use proptest::prelude::*;
+    use rampart_resilience::bulkhead::{BulkheadFull, BulkheadPermit};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        TryAcquire,
+        /// Starts an `acquire` and polls it once.
+        Acquire,
+        DropPermit(usize),
+        PollWaiter(usize),
+        DropWaiter(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::TryAcquire),
+            Just(Op::Acquire),
+            any::<usize>().prop_map(Op::DropPermit),
+            any::<usize>().prop_map(Op::PollWaiter),
+            any::<usize>().prop_map(Op::DropWaiter),
+        ]
+    }
+
+    type Waiting = Pin<Box<dyn Future<Output = Result<BulkheadPermit, BulkheadFull>>>>;
+
+    struct Model {
+        max: usize,
+        max_queue: usize,
+        in_flight: usize,
+        /// Waiter ids in arrival order, not yet handed a slot.
+        queue: std::collections::VecDeque<u64>,
+        /// Waiter ids handed a slot they have not seen yet.
+        handed: std::collections::HashSet<u64>,
+        permitted: u64,
+        rejected: u64,
+    }
+
+    impl Model {
+        fn give_back(&mut self) {
+            match self.queue.pop_front() {
+                Some(id) => {
+                    self.handed.insert(id);
+                    self.permitted += 1;
+                }
+                None => self.in_flight -= 1,
+            }
+        }
+        fn free_now(&self) -> bool {
+            self.queue.is_empty() && self.in_flight < self.max
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_fifo_model(
+            max in 1usize..4,
+            max_queue in prop::option::of(0usize..4),
+            ops in prop::collection::vec(op(), 1..80),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let _guard = rt.enter();
+            let mut config = BulkheadConfig::new(max).max_wait(Duration::from_secs(3600));
+            config.max_queue = max_queue;
+            let b = bulkhead(config);
+            let mut m = Model {
+                max,
+                max_queue: max_queue.unwrap_or(usize::MAX),
+                in_flight: 0,
+                queue: Default::default(),
+                handed: Default::default(),
+                permitted: 0,
+                rejected: 0,
+            };
+            let mut permits: Vec<BulkheadPermit> = Vec::new();
+            let mut waiters: Vec<(u64, Waiting)> = Vec::new();
+            let mut next_id = 0u64;
+            for op in ops {
+                match op {
+                    Op::TryAcquire => {
+                        let got = b.try_acquire();
+                        prop_assert_eq!(got.is_ok(), m.free_now());
+                        match got {
+                            Ok(p) => {
+                                m.in_flight += 1;
+                                m.permitted += 1;
+                                permits.push(p);
+                            }
+                            Err(_) => m.rejected += 1,
+                        }
+                    }
+                    Op::Acquire => {
+                        let mut fut: Waiting = Box::pin({
+                            let b = b.clone();
+                            async move { b.acquire().await }
+                        });
+                        let polled = poll_once(fut.as_mut());
+                        if m.free_now() {
+                            prop_assert!(matches!(polled, Some(Ok(_))));
+                            m.in_flight += 1;
+                            m.permitted += 1;
+                            if let Some(Ok(p)) = polled {
+                                permits.push(p);
+                            }
+                        } else if m.queue.len() >= m.max_queue {
+                            prop_assert!(matches!(polled, Some(Err(_))));
+                            m.rejected += 1;
+                        } else {
+                            prop_assert!(polled.is_none());
+                            m.queue.push_back(next_id);
+                            waiters.push((next_id, fut));
+                            next_id += 1;
+                        }
+                    }
+                    Op::DropPermit(i) => {
+                        if !permits.is_empty() {
+                            drop(permits.swap_remove(i % permits.len()));
+                            m.give_back();
+                        }
+                    }
+                    Op::PollWaiter(i) => {
+                        if !waiters.is_empty() {
+                            let i = i % waiters.len();
+                            let polled = poll_once(waiters[i].1.as_mut());
+                            let id = waiters[i].0;
+                            if m.handed.remove(&id) {
+                                prop_assert!(matches!(polled, Some(Ok(_))));
+                                if let Some(Ok(p)) = polled {
+                                    permits.push(p);
+                                }
+                                drop(waiters.swap_remove(i));
+                            } else {
+                                prop_assert!(polled.is_none());
+                            }
+                        }
+                    }
+                    Op::DropWaiter(i) => {
+                        if !waiters.is_empty() {
+                            let (id, fut) = waiters.swap_remove(i % waiters.len());
+                            drop(fut);
+                            if m.handed.remove(&id) {
+                                m.give_back();
+                            } else {
+                                m.queue.retain(|&q| q != id);
+                            }
+                        }
+                    }
+                }
+                let s = b.stats();
+                prop_assert_eq!(s.in_flight, m.in_flight);
+                prop_assert_eq!(s.queued, m.queue.len());
+                prop_assert_eq!(s.permitted, m.permitted);
+                prop_assert_eq!(s.rejected, m.rejected);
+                prop_assert!(s.in_flight <= max);
+            }
+            drop(permits);
+            drop(waiters);
+            let s = b.stats();
+            prop_assert_eq!((s.in_flight, s.queued), (0, 0));
+        }
+    }
 }

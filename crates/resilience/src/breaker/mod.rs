@@ -257,12 +257,13 @@ impl CircuitBreaker {
     }
 
     /// Runs `f` if the breaker permits it; `Err` results count as failures.
-    pub async fn call<T, E, F, Fut>(&self, f: F) -> Result<T, Error<E>>
+    pub fn call<T, E, F, Fut>(&self, f: F) -> impl Future<Output = Result<T, Error<E>>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.call_classified(f, ErrIsFailure).await
+        // Not an `async fn`: one state machine, not two nested.
+        self.call_classified(f, ErrIsFailure)
     }
 
     /// Runs `f` if the breaker permits it; `classifier` decides how its result counts.
@@ -414,7 +415,7 @@ impl Inner {
 
     /// Records an outcome. The common case, a success in a closed count window with slow calls
     /// not judged, is inlined: one load of the state and the window's `fetch_add` and load.
-    #[inline]
+    #[inline(always)]
     fn finish(&self, ticket: Ticket, outcome: Outcome) {
         if let (Outcome::Success, false, false, None, Window::Count(window)) = (
             outcome,
@@ -727,10 +728,14 @@ impl Drop for Inner {
 
 impl Permit<'_> {
     /// Records how the call went.
-    #[inline]
+    #[inline(always)]
     pub fn record(mut self, outcome: Outcome) {
-        if let Some(ticket) = self.ticket.take() {
-            self.inner.finish(ticket, outcome);
+        let ticket = self.ticket.take();
+        let inner = self.inner;
+        // Nothing is left for `Drop` to give back: skip it.
+        std::mem::forget(self);
+        if let Some(ticket) = ticket {
+            inner.finish(ticket, outcome);
         }
     }
 }

@@ -2,8 +2,13 @@
 //! task, connection or thread with it.
 //!
 //! A full bulkhead rejects at once with [`Error::BulkheadFull`], or,
-//! with `max_wait` set, lets callers wait for a slot in arrival order (a fair
-//! `tokio::sync::Semaphore`) for up to that long; `max_queue` caps how many may wait.
+//! with `max_wait` set, lets callers wait for a slot in arrival order for up to that long;
+//! `max_queue` caps how many may wait. A caller never jumps the queue: while anybody waits, a
+//! freed slot goes to the first waiter.
+//!
+//! While nobody waits, taking a slot is one atomic compare-and-swap and giving it back one atomic
+//! add, with no lock and no allocation; [`Bulkhead::call`] and [`Bulkhead::try_acquire_ref`] do
+//! not even touch the bulkhead's reference count.
 //!
 //! Cancellation-safe throughout: a caller dropped while waiting leaves the queue and holds no
 //! slot, and a call dropped midway releases its slot.
@@ -24,15 +29,15 @@
 
 mod config;
 mod layer;
+mod slots;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use config::BulkheadConfig;
 pub use layer::{BulkheadLayer, BulkheadService, ResponseFuture};
+use slots::Slots;
 
 use crate::{Error, Event, Events, PolicyKind};
 
@@ -73,6 +78,10 @@ pub struct BulkheadStats {
     pub rejected: u64,
 }
 
+type WaitForSlot<'a> = std::pin::Pin<
+    Box<dyn Future<Output = Result<BulkheadPermitRef<'a>, BulkheadFull>> + Send + 'a>,
+>;
+
 /// A bulkhead. Cheap to clone; clones share one set of slots.
 #[derive(Clone)]
 pub struct Bulkhead {
@@ -80,24 +89,65 @@ pub struct Bulkhead {
 }
 
 struct Inner {
-    semaphore: Arc<Semaphore>,
-    queued: AtomicUsize,
-    permitted: AtomicU64,
+    /// First, on cache lines of its own.
+    slots: Slots,
     rejected: AtomicU64,
+    max_queue: usize,
     name: Arc<str>,
     config: BulkheadConfig,
     events: Events,
 }
 
-/// One slot of a bulkhead, held until dropped.
+/// One slot of a bulkhead, held until dropped. Owns a handle on the bulkhead, so it may outlive the
+/// borrow it was taken from (a spawned task, a tower response future); see [`BulkheadPermitRef`]
+/// for the cheaper borrowed kind.
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct BulkheadPermit {
-    _permit: OwnedSemaphorePermit,
+    bulkhead: Bulkhead,
+}
+
+impl Drop for BulkheadPermit {
+    fn drop(&mut self) {
+        self.bulkhead.inner.slots.give_back();
+    }
 }
 
 impl std::fmt::Debug for BulkheadPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BulkheadPermit").finish_non_exhaustive()
+        f.debug_struct("BulkheadPermit")
+            .field("bulkhead", &self.bulkhead.inner.name)
+            .finish()
+    }
+}
+
+/// One slot of a bulkhead, borrowed from it and held until dropped: no reference count to bump,
+/// so cheaper than a [`BulkheadPermit`].
+#[must_use = "the slot is released as soon as the permit is dropped"]
+pub struct BulkheadPermitRef<'a> {
+    bulkhead: &'a Bulkhead,
+}
+
+impl BulkheadPermitRef<'_> {
+    /// Turns this into a [`BulkheadPermit`] that owns a handle on the bulkhead, keeping the slot.
+    pub fn into_owned(self) -> BulkheadPermit {
+        let bulkhead = self.bulkhead.clone();
+        std::mem::forget(self);
+        BulkheadPermit { bulkhead }
+    }
+}
+
+impl Drop for BulkheadPermitRef<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.bulkhead.inner.slots.give_back();
+    }
+}
+
+impl std::fmt::Debug for BulkheadPermitRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkheadPermitRef")
+            .field("bulkhead", &self.bulkhead.inner.name)
+            .finish()
     }
 }
 
@@ -106,7 +156,7 @@ impl std::fmt::Debug for Bulkhead {
         f.debug_struct("Bulkhead")
             .field("name", &self.inner.name)
             .field("max_concurrent", &self.inner.config.max_concurrent)
-            .field("in_flight", &self.in_flight())
+            .field("in_flight", &self.inner.slots.in_flight())
             .finish()
     }
 }
@@ -115,10 +165,9 @@ impl Bulkhead {
     pub(crate) fn from_valid_config(name: &str, config: BulkheadConfig, events: Events) -> Self {
         Bulkhead {
             inner: Arc::new(Inner {
-                semaphore: Arc::new(Semaphore::new(config.max_concurrent)),
-                queued: AtomicUsize::new(0),
-                permitted: AtomicU64::new(0),
+                slots: Slots::new(config.max_concurrent),
                 rejected: AtomicU64::new(0),
+                max_queue: config.max_queue.unwrap_or(usize::MAX),
                 name: name.into(),
                 config,
                 events,
@@ -141,16 +190,19 @@ impl Bulkhead {
         &self.inner.events
     }
 
-    fn in_flight(&self) -> usize {
-        self.inner
-            .config
-            .max_concurrent
-            .saturating_sub(self.inner.semaphore.available_permits())
-    }
-
     /// Takes a slot if one is free now. Never jumps the queue: while callers wait, no slot is free.
     pub fn try_acquire(&self) -> Result<BulkheadPermit, BulkheadFull> {
         self.take_free().ok_or_else(|| self.reject())
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), but the permit borrows the bulkhead.
+    #[inline]
+    pub fn try_acquire_ref(&self) -> Result<BulkheadPermitRef<'_>, BulkheadFull> {
+        if self.inner.slots.try_take() {
+            Ok(BulkheadPermitRef { bulkhead: self })
+        } else {
+            Err(self.reject())
+        }
     }
 
     /// Takes a slot, waiting up to `max_wait` for one (in arrival order, at most `max_queue`
@@ -158,30 +210,18 @@ impl Bulkhead {
     ///
     /// Cancellation-safe: dropped while waiting, it leaves the queue holding nothing.
     pub async fn acquire(&self) -> Result<BulkheadPermit, BulkheadFull> {
-        if let Some(permit) = self.take_free() {
-            return Ok(permit);
+        self.acquire_ref().await.map(BulkheadPermitRef::into_owned)
+    }
+
+    /// Like [`acquire`](Self::acquire), but the permit borrows the bulkhead.
+    pub async fn acquire_ref(&self) -> Result<BulkheadPermitRef<'_>, BulkheadFull> {
+        if self.inner.slots.try_take() {
+            return Ok(BulkheadPermitRef { bulkhead: self });
         }
-        let inner = &*self.inner;
-        if inner.config.max_wait.is_zero() {
+        if !self.waits() {
             return Err(self.reject());
         }
-        let Some(place) = QueuePlace::take(inner) else {
-            return Err(self.reject());
-        };
-        let waited = tokio::time::timeout(
-            inner.config.max_wait,
-            inner.semaphore.clone().acquire_owned(),
-        )
-        .await;
-        drop(place);
-        match waited {
-            Ok(Ok(permit)) => {
-                inner.permitted.fetch_add(1, Ordering::Relaxed);
-                Ok(BulkheadPermit { _permit: permit })
-            }
-            // The semaphore is never closed; a timeout is the only real failure.
-            Ok(Err(_)) | Err(_) => Err(self.reject()),
-        }
+        self.wait_for_slot().await
     }
 
     /// Runs `f` in a slot, waiting up to `max_wait` for one. The slot is released when `f`'s future
@@ -191,7 +231,13 @@ impl Bulkhead {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let permit = self.acquire().await?;
+        let permit = if self.inner.slots.try_take() {
+            BulkheadPermitRef { bulkhead: self }
+        } else if !self.waits() {
+            return Err(self.reject().into());
+        } else {
+            self.wait_for_slot().await?
+        };
         let result = f().await;
         drop(permit);
         result.map_err(Error::Inner)
@@ -202,10 +248,10 @@ impl Bulkhead {
         let inner = &*self.inner;
         BulkheadStats {
             name: inner.name.to_string(),
-            in_flight: self.in_flight(),
-            queued: inner.queued.load(Ordering::Relaxed),
+            in_flight: inner.slots.in_flight(),
+            queued: inner.slots.queued(),
             max_concurrent: inner.config.max_concurrent,
-            permitted: inner.permitted.load(Ordering::Relaxed),
+            permitted: inner.slots.permitted(),
             rejected: inner.rejected.load(Ordering::Relaxed),
         }
     }
@@ -215,10 +261,27 @@ impl Bulkhead {
         !self.inner.config.max_wait.is_zero()
     }
 
+    #[inline]
     fn take_free(&self) -> Option<BulkheadPermit> {
-        let permit = self.inner.semaphore.clone().try_acquire_owned().ok()?;
-        self.inner.permitted.fetch_add(1, Ordering::Relaxed);
-        Some(BulkheadPermit { _permit: permit })
+        self.inner.slots.try_take().then(|| BulkheadPermit {
+            bulkhead: self.clone(),
+        })
+    }
+
+    /// Waits in the queue for up to `max_wait`, for when no slot was free at once and waiting is
+    /// allowed. Boxed: the timer is large, and inline it would make every call's future (moved on
+    /// every call, waiting or not) several times larger; only a caller that waits pays.
+    fn wait_for_slot(&self) -> WaitForSlot<'_> {
+        Box::pin(async move {
+            let inner = &*self.inner;
+            let wait = inner.slots.wait(inner.max_queue);
+            let waited = tokio::time::timeout(inner.config.max_wait, wait).await;
+            match waited {
+                Ok(Ok(())) => Ok(BulkheadPermitRef { bulkhead: self }),
+                // The queue was full, or no slot came in time (the wait, dropped, left the queue).
+                Ok(Err(())) | Err(_) => Err(self.reject()),
+            }
+        })
     }
 
     #[cold]
@@ -232,32 +295,5 @@ impl Bulkhead {
         BulkheadFull {
             name: inner.name.clone(),
         }
-    }
-}
-
-/// A place in the queue of waiters, counted while held.
-struct QueuePlace<'a> {
-    queued: &'a AtomicUsize,
-}
-
-impl<'a> QueuePlace<'a> {
-    /// Takes a place, unless `max_queue` callers already wait.
-    fn take(inner: &'a Inner) -> Option<Self> {
-        let limit = inner.config.max_queue.unwrap_or(usize::MAX);
-        inner
-            .queued
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()?;
-        Some(QueuePlace {
-            queued: &inner.queued,
-        })
-    }
-}
-
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
     }
 }

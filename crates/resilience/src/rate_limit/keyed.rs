@@ -1,8 +1,9 @@
 //! One GCRA limit per key (tenant, host, API key) in bounded memory.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,6 +17,134 @@ use crate::{Error, Event, Events, PolicyKind};
 /// Shards of the key map: enough that threads rarely meet on one lock, few enough that a sweep
 /// stays cheap.
 const SHARDS: usize = 16;
+
+/// A key with its hash, computed once per decision with the limiter's randomly keyed
+/// [`RandomState`] (SipHash, so attacker-chosen keys cannot flood one bucket). The shard is picked
+/// from this hash and the shard's map reuses it through [`PassThrough`] instead of hashing again.
+struct Hashed<K> {
+    hash: u64,
+    key: K,
+}
+
+/// A key to look up: a stored [`Hashed`] or a borrowed [`Query`], so that a lookup needs no owned
+/// key (the `Borrow<dyn ...>` pattern: std's `HashMap` finds entries by `&dyn HashedKey<K>`).
+trait HashedKey<K> {
+    fn hash(&self) -> u64;
+    fn key(&self) -> &K;
+}
+
+/// A borrowed key and its hash, to look up without cloning the key.
+struct Query<'a, K> {
+    hash: u64,
+    key: &'a K,
+}
+
+impl<K> HashedKey<K> for Hashed<K> {
+    #[inline]
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    #[inline]
+    fn key(&self) -> &K {
+        &self.key
+    }
+}
+
+impl<K> HashedKey<K> for Query<'_, K> {
+    #[inline]
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    #[inline]
+    fn key(&self) -> &K {
+        self.key
+    }
+}
+
+impl<'a, K: 'a> Borrow<dyn HashedKey<K> + 'a> for Hashed<K> {
+    #[inline]
+    fn borrow(&self) -> &(dyn HashedKey<K> + 'a) {
+        self
+    }
+}
+
+// `Hash` and `Eq` of `Hashed<K>` and of `dyn HashedKey<K>` agree, as `Borrow` requires: both hash
+// the stored hash alone and compare hash and key.
+impl<K> Hash for Hashed<K> {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl<K: Eq> PartialEq for Hashed<K> {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+
+impl<K: Eq> Eq for Hashed<K> {}
+
+impl<K> Hash for dyn HashedKey<K> + '_ {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(HashedKey::hash(self));
+    }
+}
+
+impl<K: Eq> PartialEq for dyn HashedKey<K> + '_ {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        HashedKey::hash(self) == HashedKey::hash(other) && self.key() == other.key()
+    }
+}
+
+impl<K: Eq> Eq for dyn HashedKey<K> + '_ {}
+
+/// A hasher for keys already hashed: it hands on the one `u64` written to it.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached (only `write_u64` is used); mix anyway rather than lose the bytes.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type KeyMap<K> = HashMap<Hashed<K>, u64, BuildHasherDefault<PassThrough>>;
+
+/// One shard: its keys' TATs, and the counts of the decisions made under its lock (so that the
+/// common admission or rejection updates plain integers the lock already guards, no atomics).
+struct Shard<K> {
+    map: KeyMap<K>,
+    permitted: u64,
+    rejected: u64,
+}
+
+/// A shard's lock on a cache line of its own, so threads on different shards do not contend.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// The shard of `hash`. Its bits 32 to 35: the map uses the low bits (bucket) and the top seven
+/// (tag) of the same hash, which must stay independent of the shard.
+#[inline]
+fn shard_index(hash: u64) -> usize {
+    ((hash >> 32) as usize) % SHARDS
+}
 
 /// A snapshot of a keyed rate limiter's counters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -65,13 +194,15 @@ struct Inner<K> {
     max_wait: u64,
     max_keys: usize,
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<K, u64>>]>,
+    shards: Box<[Padded<Mutex<Shard<K>>>]>,
     /// Keys held across all shards; changed only under the lock of the shard that gains or loses one.
     len: AtomicUsize,
     /// When the map was last found full of active keys: the earliest TAT among them. No key can
     /// become idle before it, so new keys are turned away without a sweep until then.
     next_idle_at: AtomicU64,
+    /// Admissions after a wait (those admitted at once are counted in their shard).
     permitted: AtomicU64,
+    /// Rejections outside a shard's lock: cost above burst, no slot for a new key.
     rejected: AtomicU64,
     waited: AtomicU64,
     name: Arc<str>,
@@ -105,7 +236,15 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         gcra: Gcra,
         events: Events,
     ) -> Self {
-        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Padded(Mutex::new(Shard {
+                    map: HashMap::default(),
+                    permitted: 0,
+                    rejected: 0,
+                }))
+            })
+            .collect();
         KeyedRateLimiter {
             inner: Arc::new(Inner {
                 gcra,
@@ -154,6 +293,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 
     /// Admits `cost` units for `key` now or refuses at once.
+    #[inline]
     pub fn try_acquire(&self, key: &K, cost: u32) -> Result<(), RateLimited> {
         // With no wait allowed, an admission is always for now.
         self.inner.reserve(key, cost, 0).map(|_| ())
@@ -205,10 +345,17 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> KeyedRateLimitStats {
         let inner = &*self.inner;
+        let mut permitted = inner.permitted.load(Ordering::Relaxed);
+        let mut rejected = inner.rejected.load(Ordering::Relaxed);
+        for shard in inner.shards.iter() {
+            let shard = lock(shard);
+            permitted += shard.permitted;
+            rejected += shard.rejected;
+        }
         KeyedRateLimitStats {
             name: inner.name.to_string(),
-            permitted: inner.permitted.load(Ordering::Relaxed),
-            rejected: inner.rejected.load(Ordering::Relaxed),
+            permitted,
+            rejected,
             waited: inner.waited.load(Ordering::Relaxed),
             keys: inner.len.load(Ordering::Relaxed),
             max_keys: inner.max_keys,
@@ -221,30 +368,67 @@ impl<K: Hash + Eq + Clone> Inner<K> {
         nanos_since(self.base, Instant::now())
     }
 
-    fn shard(&self, key: &K) -> MutexGuard<'_, HashMap<K, u64>> {
-        // The modulo keeps the index in range whatever the hash.
-        let index = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The locked shard of a key hashed to `hash`.
+    #[inline]
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard<K>> {
+        // `shard_index` keeps the index in range whatever the hash.
+        lock(&self.shards[shard_index(hash)])
     }
 
+    /// Decides for `key`: one hash, one clock read, one shard lock, one lookup for a held key.
+    #[inline]
     fn reserve(&self, key: &K, cost: u32, max_wait: u64) -> Result<Decision, RateLimited> {
         if cost > self.gcra.burst {
-            return Err(self.reject(RateLimited::CostExceedsBurst {
-                cost,
-                burst: self.gcra.burst,
-            }));
+            return Err(self.reject_cost(cost));
         }
+        let hash = self.hasher.hash_one(key);
         let now = self.now();
-        if let Some(decision) = self.try_reserve(key, cost, max_wait, now)? {
+        let mut guard = self.shard(hash);
+        let shard = &mut *guard;
+        let query = Query { hash, key };
+        let Some(tat) = shard.map.get_mut(&query as &dyn HashedKey<K>) else {
+            drop(guard);
+            return self.reserve_new(key, hash, cost, max_wait, now);
+        };
+        match self.gcra.check(*tat, now, cost, max_wait) {
+            Ok(admit) if admit.wait == 0 => {
+                *tat = admit.new_tat;
+                shard.permitted += 1;
+                Ok(Decision::Now)
+            }
+            Ok(admit) => {
+                *tat = admit.new_tat;
+                Ok(Decision::Later {
+                    wake: now.saturating_add(admit.wait),
+                })
+            }
+            Err(wait) => {
+                shard.rejected += 1;
+                drop(guard);
+                Err(self.rejected_exhausted(wait))
+            }
+        }
+    }
+
+    /// Decides for a key not held a moment ago: inserts it if a slot is free, else evicts idle
+    /// keys to make room, unless none can be idle yet.
+    #[cold]
+    fn reserve_new(
+        &self,
+        key: &K,
+        hash: u64,
+        cost: u32,
+        max_wait: u64,
+        now: u64,
+    ) -> Result<Decision, RateLimited> {
+        if let Some(decision) = self.try_reserve(key, hash, cost, max_wait, now)? {
             return Ok(decision);
         }
         // Full: make room by evicting idle keys, unless none can be idle yet.
         let next_idle_at = self.next_idle_at.load(Ordering::Relaxed);
         if now >= next_idle_at {
             self.sweep(now);
-            if let Some(decision) = self.try_reserve(key, cost, max_wait, now)? {
+            if let Some(decision) = self.try_reserve(key, hash, cost, max_wait, now)? {
                 return Ok(decision);
             }
         }
@@ -252,7 +436,8 @@ impl<K: Hash + Eq + Clone> Inner<K> {
             .next_idle_at
             .load(Ordering::Relaxed)
             .saturating_sub(now);
-        Err(self.reject(RateLimited::TooManyKeys {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Err(self.rejected_event(RateLimited::TooManyKeys {
             max_keys: self.max_keys,
             retry_after: Duration::from_nanos(retry_after),
         }))
@@ -262,32 +447,41 @@ impl<K: Hash + Eq + Clone> Inner<K> {
     fn try_reserve(
         &self,
         key: &K,
+        hash: u64,
         cost: u32,
         max_wait: u64,
         now: u64,
     ) -> Result<Option<Decision>, RateLimited> {
-        let mut shard = self.shard(key);
-        if !shard.contains_key(key) {
-            let reserved = self
-                .len
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    (n < self.max_keys).then_some(n + 1)
-                })
-                .is_ok();
-            if !reserved {
-                return Ok(None);
+        let mut guard = self.shard(hash);
+        let shard = &mut *guard;
+        let query = Query { hash, key };
+        let tat = match shard.map.get_mut(&query as &dyn HashedKey<K>) {
+            Some(tat) => tat,
+            None => {
+                let reserved = self
+                    .len
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < self.max_keys).then_some(n + 1)
+                    })
+                    .is_ok();
+                if !reserved {
+                    return Ok(None);
+                }
+                // A new key starts idle: TAT zero means a full burst.
+                shard
+                    .map
+                    .entry(Hashed {
+                        hash,
+                        key: key.clone(),
+                    })
+                    .or_insert(0)
             }
-            // A new key starts idle: TAT zero means a full burst.
-            shard.insert(key.clone(), 0);
-        }
-        let Some(tat) = shard.get_mut(key) else {
-            return Ok(None);
         };
         match self.gcra.check(*tat, now, cost, max_wait) {
             Ok(admit) => {
                 *tat = admit.new_tat;
                 if admit.wait == 0 {
-                    self.permitted.fetch_add(1, Ordering::Relaxed);
+                    shard.permitted += 1;
                     Ok(Some(Decision::Now))
                 } else {
                     Ok(Some(Decision::Later {
@@ -296,10 +490,9 @@ impl<K: Hash + Eq + Clone> Inner<K> {
                 }
             }
             Err(wait) => {
-                drop(shard);
-                Err(self.reject(RateLimited::Exhausted {
-                    retry_after: Duration::from_nanos(wait),
-                }))
+                shard.rejected += 1;
+                drop(guard);
+                Err(self.rejected_exhausted(wait))
             }
         }
     }
@@ -313,9 +506,8 @@ impl<K: Hash + Eq + Clone> Inner<K> {
         let mut earliest = u64::MAX;
         let mut removed_any = false;
         for shard in self.shards.iter() {
-            let mut map = shard
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut shard = lock(shard);
+            let map = &mut shard.map;
             let before = map.len();
             map.retain(|_, tat| {
                 let active = *tat > now;
@@ -335,15 +527,50 @@ impl<K: Hash + Eq + Clone> Inner<K> {
         self.next_idle_at.store(next, Ordering::Relaxed);
     }
 
+    /// Counts and reports the rejection of a request costing more than the burst (rare).
     #[cold]
-    fn reject(&self, why: RateLimited) -> RateLimited {
+    fn reject_cost(&self, cost: u32) -> RateLimited {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.rejected_event(RateLimited::CostExceedsBurst {
+            cost,
+            burst: self.gcra.burst,
+        })
+    }
+
+    /// Reports a rejection for want of capacity, already counted in its shard.
+    #[inline]
+    fn rejected_exhausted(&self, wait: u64) -> RateLimited {
+        self.rejected_event(RateLimited::Exhausted {
+            retry_after: Duration::from_nanos(wait),
+        })
+    }
+
+    /// Emits the rejection event (out of line, and only if someone listens); returns `why`.
+    #[inline]
+    fn rejected_event(&self, why: RateLimited) -> RateLimited {
+        if self.events.is_active() {
+            self.emit_rejected();
+        }
+        why
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn emit_rejected(&self) {
         self.events.emit_with(|| Event::Rejected {
             name: self.name.clone(),
             policy: PolicyKind::RateLimit,
         });
-        why
     }
+}
+
+/// Locks a shard; a panic elsewhere while it was held leaves plain numbers, still usable.
+#[inline]
+fn lock<K>(shard: &Padded<Mutex<Shard<K>>>) -> MutexGuard<'_, Shard<K>> {
+    shard
+        .0
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Gives a waiting key's reserved slot back if dropped before its turn.
@@ -361,7 +588,17 @@ impl<K: Hash + Eq + Clone> Drop for Refund<'_, K> {
             return;
         }
         // Before its turn the key's TAT is past `now`, so the key is active and still held.
-        if let Some(tat) = self.inner.shard(self.key).get_mut(self.key) {
+        let hash = self.inner.hasher.hash_one(self.key);
+        let query = Query {
+            hash,
+            key: self.key,
+        };
+        if let Some(tat) = self
+            .inner
+            .shard(hash)
+            .map
+            .get_mut(&query as &dyn HashedKey<K>)
+        {
             *tat = tat.saturating_sub(self.increment);
         }
     }

@@ -127,16 +127,18 @@ where
         self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let cost = self.cost.cost(&request);
         let state = match self.limiter.reserve(cost) {
             Ok(None) => State::Called {
                 future: self.inner.call(request),
             },
-            Ok(Some(wait)) => {
+            Ok(Some(reservation)) => {
                 let clone = self.inner.clone();
                 State::Waiting {
-                    wait,
+                    // Boxed so that the common, admitted-now response future stays small.
+                    wait: Box::pin(reservation.into_wait()),
                     service: Some(std::mem::replace(&mut self.inner, clone)),
                     request: Some(request),
                 }
@@ -162,8 +164,7 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<F, S, R> {
         Waiting {
-            #[pin]
-            wait: Wait,
+            wait: Pin<Box<Wait>>,
             service: Option<S>,
             request: Option<R>,
         },
@@ -211,7 +212,7 @@ where
                     service,
                     request,
                 } => {
-                    std::task::ready!(wait.poll(cx));
+                    std::task::ready!(wait.as_mut().poll(cx));
                     let (Some(mut service), Some(request)) = (service.take(), request.take())
                     else {
                         // Only reachable if polled again after a panic in the inner `call`.

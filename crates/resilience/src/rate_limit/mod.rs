@@ -176,10 +176,15 @@ impl std::fmt::Debug for RateLimiter {
     }
 }
 
-/// Nanoseconds from `base` to `now`, zero if `now` is earlier.
+/// Nanoseconds from `base` to `now`, zero if `now` is earlier, saturating at `u64::MAX`.
 #[inline]
 fn nanos_since(base: Instant, now: Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+    // Whole seconds and the nanosecond remainder in 64 bits: cheaper than `as_nanos`' u128.
+    let d = now.saturating_duration_since(base);
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(u64::MAX)
 }
 
 fn duration_to_nanos(d: Duration) -> u64 {
@@ -246,10 +251,7 @@ impl RateLimiter {
     pub fn try_acquire_at(&self, cost: u32, now: Instant) -> Result<(), RateLimited> {
         let inner = &*self.inner;
         if cost > inner.gcra.burst {
-            return Err(inner.reject(RateLimited::CostExceedsBurst {
-                cost,
-                burst: inner.gcra.burst,
-            }));
+            return Err(inner.reject_cost(cost));
         }
         let now = nanos_since(inner.base, now);
         match inner.tat.acquire(&inner.gcra, now, cost, 0) {
@@ -257,9 +259,7 @@ impl RateLimiter {
                 inner.permitted.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(wait) => Err(inner.reject(RateLimited::Exhausted {
-                retry_after: Duration::from_nanos(wait),
-            })),
+            Err(wait) => Err(inner.reject_exhausted(wait)),
         }
     }
 
@@ -267,20 +267,22 @@ impl RateLimiter {
     ///
     /// Cancellation-safe: dropped while waiting, it gives its reserved slot back.
     pub async fn acquire(&self, cost: u32) -> Result<(), RateLimited> {
-        if let Some(wait) = self.reserve(cost)? {
-            wait.await;
+        // Only a request that must wait builds (and boxes) a timer, which keeps this future small
+        // for the common case of capacity being there.
+        if let Some(reservation) = self.reserve(cost)? {
+            Box::pin(reservation.into_wait()).await;
         }
         Ok(())
     }
 
-    /// Reserves `cost` units: `None` if admitted now, a [`Wait`] to await if admitted later.
-    pub(crate) fn reserve(&self, cost: u32) -> Result<Option<Wait>, RateLimited> {
+    /// Reserves `cost` units with one clock read and one compare-and-swap: `None` if admitted
+    /// now (the lock-free path of [`try_acquire`](Self::try_acquire)), a [`Reservation`] to wait
+    /// out if admitted later (only with `max_wait` set).
+    #[inline]
+    pub(crate) fn reserve(&self, cost: u32) -> Result<Option<Reservation>, RateLimited> {
         let inner = &*self.inner;
         if cost > inner.gcra.burst {
-            return Err(inner.reject(RateLimited::CostExceedsBurst {
-                cost,
-                burst: inner.gcra.burst,
-            }));
+            return Err(inner.reject_cost(cost));
         }
         let now = nanos_since(inner.base, Instant::now());
         match inner.tat.acquire(&inner.gcra, now, cost, inner.max_wait) {
@@ -288,21 +290,19 @@ impl RateLimiter {
                 inner.permitted.fetch_add(1, Ordering::Relaxed);
                 Ok(None)
             }
-            Ok(admit) => {
-                let wake = now.saturating_add(admit.wait);
-                Ok(Some(Wait {
-                    sleep: tokio::time::sleep_until(inner.base + Duration::from_nanos(wake)),
-                    reservation: Reservation {
-                        limiter: self.clone(),
-                        increment: inner.gcra.increment(cost),
-                        wake,
-                        done: false,
-                    },
-                }))
-            }
-            Err(wait) => Err(inner.reject(RateLimited::Exhausted {
-                retry_after: Duration::from_nanos(wait),
-            })),
+            Ok(admit) => Ok(Some(self.reservation(cost, now, admit.wait))),
+            Err(wait) => Err(inner.reject_exhausted(wait)),
+        }
+    }
+
+    /// The reservation of a request admitted `wait` nanoseconds after `now`.
+    #[cold]
+    fn reservation(&self, cost: u32, now: u64, wait: u64) -> Reservation {
+        Reservation {
+            limiter: self.clone(),
+            increment: self.inner.gcra.increment(cost),
+            wake: now.saturating_add(wait),
+            done: false,
         }
     }
 
@@ -322,9 +322,11 @@ impl RateLimiter {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.acquire(cost)
-            .await
-            .map_err(|e| e.into_error(self.inner.name.clone()))?;
+        match self.reserve(cost) {
+            Ok(None) => {}
+            Ok(Some(reservation)) => Box::pin(reservation.into_wait()).await,
+            Err(e) => return Err(e.into_error(self.inner.name.clone())),
+        }
         f().await.map_err(Error::Inner)
     }
 
@@ -344,23 +346,60 @@ impl RateLimiter {
 }
 
 impl Inner {
+    /// Counts a rejection for want of capacity (the common rejection, kept inline; only the
+    /// emission of an event to subscribers is out of line).
+    #[inline]
+    fn reject_exhausted(&self, wait: u64) -> RateLimited {
+        self.reject(RateLimited::Exhausted {
+            retry_after: Duration::from_nanos(wait),
+        })
+    }
+
+    /// Counts the rejection of a request costing more than the burst (rare).
     #[cold]
+    fn reject_cost(&self, cost: u32) -> RateLimited {
+        self.reject(RateLimited::CostExceedsBurst {
+            cost,
+            burst: self.gcra.burst,
+        })
+    }
+
+    #[inline]
     fn reject(&self, why: RateLimited) -> RateLimited {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        if self.events.is_active() {
+            self.emit_rejected();
+        }
+        why
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn emit_rejected(&self) {
         self.events.emit_with(|| Event::Rejected {
             name: self.name.clone(),
             policy: PolicyKind::RateLimit,
         });
-        why
     }
 }
 
 /// A slot reserved for later; given back if dropped before its turn.
-struct Reservation {
+pub(crate) struct Reservation {
     limiter: RateLimiter,
     increment: u64,
     wake: u64,
     done: bool,
+}
+
+impl Reservation {
+    /// The wait for this reservation's turn.
+    pub(crate) fn into_wait(self) -> Wait {
+        let inner = &*self.limiter.inner;
+        Wait {
+            sleep: tokio::time::sleep_until(inner.base + Duration::from_nanos(self.wake)),
+            reservation: self,
+        }
+    }
 }
 
 impl Drop for Reservation {

@@ -1,5 +1,6 @@
 //! The retry loop as a state machine, shared by the plain calls and the `tower` service.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -74,9 +75,11 @@ pin_project! {
 }
 
 pin_project! {
-    /// Runs attempts made by `M` until `D` says to return or the policy gives up.
-    pub(crate) struct RetryFuture<M, Fut, D, L> {
-        retry: Retry,
+    /// Runs attempts made by `M` until `D` says to return or the policy gives up. `R` is the
+    /// policy, borrowed by plain calls (no reference count touched) and owned by the tower
+    /// service's `'static` futures.
+    pub(crate) struct RetryFuture<R, M, Fut, D, L> {
+        retry: R,
         make: M,
         decide: D,
         progress: Progress,
@@ -86,12 +89,13 @@ pin_project! {
     }
 }
 
-impl<M, D, L> RetryFuture<M, M::Future, D, L>
+impl<R, M, D, L> RetryFuture<R, M, M::Future, D, L>
 where
+    R: Borrow<Retry>,
     M: MakeAttempt,
 {
     /// A retry loop that starts on its first poll.
-    pub(crate) fn new(retry: Retry, make: M, decide: D) -> Self {
+    pub(crate) fn new(retry: R, make: M, decide: D) -> Self {
         RetryFuture {
             retry,
             make,
@@ -105,13 +109,13 @@ where
     /// A retry loop that starts now, its first attempt made by `first` (a `tower` service's
     /// `call` happens right after `poll_ready`, not on the first poll).
     pub(crate) fn begun(
-        retry: Retry,
+        retry: R,
         mut make: M,
         decide: D,
         first: impl FnOnce(&mut M) -> M::Future,
     ) -> Self {
         let mut progress = Progress::default();
-        let state = if retry.begin(&mut progress) {
+        let state = if Borrow::<Retry>::borrow(&retry).begin(&mut progress) {
             State::Attempt {
                 fut: first(&mut make),
             }
@@ -129,8 +133,9 @@ where
     }
 }
 
-impl<M, D, L, T, X> Future for RetryFuture<M, M::Future, D, L>
+impl<R, M, D, L, T, X> Future for RetryFuture<R, M, M::Future, D, L>
 where
+    R: Borrow<Retry>,
     M: MakeAttempt,
     M::Future: Future<Output = Result<T, X>>,
     D: ShouldRetry<T, X>,
@@ -143,7 +148,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Start => {
-                    if this.retry.begin(this.progress) {
+                    if <R as Borrow<Retry>>::borrow(this.retry).begin(this.progress) {
                         let fut = this.make.make();
                         this.state.set(State::Attempt { fut });
                     } else {
@@ -156,7 +161,11 @@ where
                         Poll::Pending => return Poll::Pending,
                     };
                     let decision = this.decide.should_retry(&result);
-                    match this.retry.next(this.progress, decision, result.is_ok()) {
+                    match <R as Borrow<Retry>>::borrow(this.retry).next(
+                        this.progress,
+                        decision,
+                        result.is_ok(),
+                    ) {
                         Next::Return => {
                             this.state.set(State::Done);
                             return Poll::Ready(result.map_err(L::lift));
@@ -180,7 +189,7 @@ where
                     if sleep.poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    this.retry.attempt(this.progress);
+                    <R as Borrow<Retry>>::borrow(this.retry).attempt(this.progress);
                     let fut = this.make.make();
                     this.state.set(State::Attempt { fut });
                 }

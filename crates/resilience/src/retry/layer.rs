@@ -133,7 +133,7 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        inner: RetryFuture<ServiceAttempts<S, Req>, Attempt<S, Req>, D, Wrap>,
+        inner: RetryFuture<Retry, ServiceAttempts<S, Req>, Attempt<S, Req>, D, Wrap>,
     }
 }
 

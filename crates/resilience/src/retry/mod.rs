@@ -183,7 +183,11 @@ struct Shared {
     backoff: Backoff,
     events: Events,
     calls: AtomicU64,
-    attempts: AtomicU64,
+    /// Calls that ran no attempt because the deadline had already passed; with `calls` and
+    /// `retries` it gives the attempts, so the hot path counts one thing, not two.
+    not_started: AtomicU64,
+    /// Attempts started after a backoff (a retry dropped mid-backoff started none).
+    retry_attempts: AtomicU64,
     retries: AtomicU64,
     successes_after_retry: AtomicU64,
     exhausted: AtomicU64,
@@ -242,7 +246,8 @@ impl Retry {
                 backoff,
                 events,
                 calls: AtomicU64::new(0),
-                attempts: AtomicU64::new(0),
+                not_started: AtomicU64::new(0),
+                retry_attempts: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
                 successes_after_retry: AtomicU64::new(0),
                 exhausted: AtomicU64::new(0),
@@ -288,10 +293,13 @@ impl Retry {
     /// Counters since the policy was built.
     pub fn stats(&self) -> RetryStats {
         let s = &self.shared;
+        let calls = s.calls.load(Ordering::Relaxed);
+        let retries = s.retries.load(Ordering::Relaxed);
+        let not_started = s.not_started.load(Ordering::Relaxed);
         RetryStats {
-            calls: s.calls.load(Ordering::Relaxed),
-            attempts: s.attempts.load(Ordering::Relaxed),
-            retries: s.retries.load(Ordering::Relaxed),
+            calls,
+            attempts: calls.saturating_sub(not_started) + s.retry_attempts.load(Ordering::Relaxed),
+            retries,
             successes_after_retry: s.successes_after_retry.load(Ordering::Relaxed),
             exhausted: s.exhausted.load(Ordering::Relaxed),
             budget_rejections: s.budget_rejections.load(Ordering::Relaxed),
@@ -310,7 +318,7 @@ impl Retry {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        RetryFuture::<_, _, _, Wrap>::new(self.clone(), f, RetryErrors).await
+        RetryFuture::<_, _, _, _, Wrap>::new(self, f, RetryErrors).await
     }
 
     /// Like [`Retry::call`], with `decide` choosing which results to retry: an `Ok` can be
@@ -321,7 +329,7 @@ impl Retry {
         Fut: Future<Output = Result<T, E>>,
         D: ShouldRetry<T, E>,
     {
-        RetryFuture::<_, _, _, Wrap>::new(self.clone(), f, decide).await
+        RetryFuture::<_, _, _, _, Wrap>::new(self, f, decide).await
     }
 
     /// Like [`Retry::call`], for a call that already returns `Result<T, Error<E>>` (a stack of
@@ -333,7 +341,7 @@ impl Retry {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error<E>>>,
     {
-        RetryFuture::<_, _, _, Flat>::new(self.clone(), f, RetryRejections).await
+        RetryFuture::<_, _, _, _, Flat>::new(self, f, RetryRejections).await
     }
 
     /// Like [`Retry::call_flat`], with `decide` choosing which results to retry.
@@ -343,7 +351,7 @@ impl Retry {
         Fut: Future<Output = Result<T, Error<E>>>,
         D: ShouldRetry<T, Error<E>>,
     {
-        RetryFuture::<_, _, _, Flat>::new(self.clone(), f, decide).await
+        RetryFuture::<_, _, _, _, Flat>::new(self, f, decide).await
     }
 
     /// Counts a call and, unless the deadline has passed, its first attempt. False if no attempt
@@ -351,20 +359,24 @@ impl Retry {
     pub(crate) fn begin(&self, progress: &mut Progress) -> bool {
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
         if Deadline::current().is_some_and(Deadline::is_expired) {
+            self.shared.not_started.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        progress.started = Some(Instant::now());
-        self.attempt(progress);
+        // The clock is read only when `max_elapsed` needs the start.
+        if self.shared.max_elapsed.is_some() {
+            progress.started = Some(Instant::now());
+        }
+        progress.attempts = 1;
         if let Some(budget) = &self.budget {
             budget.deposit();
         }
         true
     }
 
-    /// Counts an attempt about to start.
+    /// Counts a retry's attempt about to start, after its backoff.
     pub(crate) fn attempt(&self, progress: &mut Progress) {
         progress.attempts = progress.attempts.saturating_add(1);
-        self.shared.attempts.fetch_add(1, Ordering::Relaxed);
+        self.shared.retry_attempts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Decides what follows an attempt whose result asked for `decision`.

@@ -222,18 +222,39 @@ impl Timeout {
 
     /// Like [`Timeout::call`], for a call that already returns `Result<T, Error<E>>` (a stack of
     /// policies): its errors are passed through as they are instead of being wrapped again.
+    ///
+    /// The clock starts when the call first has to wait: a call that is ready on its first poll
+    /// never reads the clock nor arms a timer, which keeps a timeout around fast calls nearly
+    /// free. (The first poll runs before the clock starts; it is expected to be short, as polls
+    /// are.) A caller's [`Deadline`] is honoured either way.
     pub async fn call_flat<T, E, F, Fut>(&self, f: F) -> Result<T, Error<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, Error<E>>>,
     {
-        let plan = self.plan();
-        if plan.expired {
+        let deadline = Deadline::current();
+        if deadline.is_some_and(|d| d.is_expired()) {
+            self.shared.calls.fetch_add(1, Ordering::Relaxed);
             return Err(self.expired(Expiry::Deadline));
         }
-        match tokio::time::timeout_at(plan.until, f()).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(self.expired(plan.expiry)),
+        self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        LazyTimeout {
+            future: f(),
+            timer: Timer::Unarmed,
+            policy: self,
+            deadline,
+            expiry: Expiry::Timeout,
+        }
+        .await
+    }
+
+    /// When a call that starts waiting `now` must be done by, and why.
+    fn limit_from(&self, now: Instant, deadline: Option<Deadline>) -> (Instant, Expiry) {
+        let limit = instant_after(now, self.shared.timeout);
+        match deadline {
+            // On a tie the timeout is reported: it is the tighter of the two limits we own.
+            Some(d) if d.instant() < limit => (d.instant(), Expiry::Deadline),
+            _ => (limit, Expiry::Timeout),
         }
     }
 
@@ -241,19 +262,12 @@ impl Timeout {
     pub(crate) fn plan(&self) -> Plan {
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let limit = instant_after(now, self.shared.timeout);
-        match Deadline::current() {
-            // On a tie the timeout is reported: it is the tighter of the two limits we own.
-            Some(deadline) if deadline.instant() < limit => Plan {
-                until: deadline.instant(),
-                expiry: Expiry::Deadline,
-                expired: deadline.instant() <= now,
-            },
-            _ => Plan {
-                until: limit,
-                expiry: Expiry::Timeout,
-                expired: false,
-            },
+        let deadline = Deadline::current();
+        let (until, expiry) = self.limit_from(now, deadline);
+        Plan {
+            until,
+            expiry,
+            expired: expiry == Expiry::Deadline && until <= now,
         }
     }
 
@@ -278,6 +292,60 @@ impl Timeout {
                     .fetch_add(1, Ordering::Relaxed);
                 Error::DeadlineExceeded
             }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = TimerProj]
+    enum Timer {
+        Unarmed,
+        Armed { #[pin] sleep: tokio::time::Sleep },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call bounded by a timeout whose timer is armed only once the call has to wait.
+    struct LazyTimeout<'a, Fut> {
+        #[pin]
+        future: Fut,
+        #[pin]
+        timer: Timer,
+        policy: &'a Timeout,
+        deadline: Option<Deadline>,
+        expiry: Expiry,
+    }
+}
+
+impl<T, E, Fut> Future for LazyTimeout<'_, Fut>
+where
+    Fut: Future<Output = Result<T, Error<E>>>,
+{
+    type Output = Result<T, Error<E>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut this = self.project();
+        if let std::task::Poll::Ready(result) = this.future.poll(cx) {
+            return std::task::Poll::Ready(result);
+        }
+        if let TimerProj::Unarmed = this.timer.as_mut().project() {
+            let (until, expiry) = this.policy.limit_from(Instant::now(), *this.deadline);
+            *this.expiry = expiry;
+            this.timer.set(Timer::Armed {
+                sleep: tokio::time::sleep_until(until),
+            });
+        }
+        match this.timer.project() {
+            TimerProj::Armed { sleep } => match sleep.poll(cx) {
+                std::task::Poll::Ready(()) => {
+                    std::task::Poll::Ready(Err(this.policy.expired(*this.expiry)))
+                }
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            },
+            TimerProj::Unarmed => std::task::Poll::Pending,
         }
     }
 }
