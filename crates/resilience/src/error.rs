@@ -1,7 +1,7 @@
 //! The one error type every policy returns, and the configuration error type.
 
+use crate::Name;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a call did not produce the inner service's own result.
@@ -17,31 +17,31 @@ pub enum Error<E> {
     /// The circuit breaker `name` is open (or forced open, or half-open with no permit left).
     BreakerOpen {
         /// The breaker's name.
-        name: Arc<str>,
+        name: Name,
     },
     /// The rate limiter `name` has no capacity now; capacity returns after `retry_after`.
     RateLimited {
         /// The limiter's name.
-        name: Arc<str>,
+        name: Name,
         /// How long until the request would conform.
         retry_after: Duration,
     },
     /// The bulkhead `name` is full and no slot came free within its maximum queue wait.
     BulkheadFull {
         /// The bulkhead's name.
-        name: Arc<str>,
+        name: Name,
     },
     /// The adaptive concurrency limiter `name` is at its current limit.
     ConcurrencyLimited {
         /// The limiter's name.
-        name: Arc<str>,
+        name: Name,
         /// The limit in force when the call was rejected.
         limit: usize,
     },
     /// The call did not finish within its timeout.
     Timeout {
         /// The timeout policy's name.
-        name: Arc<str>,
+        name: Name,
         /// The timeout that expired.
         after: Duration,
     },
@@ -50,7 +50,7 @@ pub enum Error<E> {
     /// The retry budget `name` allowed no further retry; `last` is the error of the last attempt.
     BudgetExhausted {
         /// The budget's name.
-        name: Arc<str>,
+        name: Name,
         /// What the last attempt returned.
         last: Box<Error<E>>,
     },

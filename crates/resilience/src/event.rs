@@ -2,6 +2,7 @@
 //!
 //! Emitting costs one relaxed atomic load when nobody subscribes: the event value is not even built.
 
+use crate::Name;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub enum Event {
     /// A circuit breaker changed state.
     BreakerStateChanged {
         /// The breaker's name.
-        name: Arc<str>,
+        name: Name,
         /// The state before.
         from: BreakerState,
         /// The state after.
@@ -48,14 +49,14 @@ pub enum Event {
     /// A policy rejected a call.
     Rejected {
         /// The policy's name.
-        name: Arc<str>,
+        name: Name,
         /// Which kind of policy it was.
         policy: PolicyKind,
     },
     /// A retry policy is about to try again after `delay`.
     Retry {
         /// The retry policy's name.
-        name: Arc<str>,
+        name: Name,
         /// The attempt about to start (2 for the first retry).
         attempt: u32,
         /// How long it waits first.
@@ -64,21 +65,21 @@ pub enum Event {
     /// A hedging policy started an extra attempt.
     Hedge {
         /// The hedging policy's name.
-        name: Arc<str>,
+        name: Name,
         /// The attempt started (2 for the first hedge).
         attempt: u32,
     },
     /// A call timed out.
     TimedOut {
         /// The timeout's name.
-        name: Arc<str>,
+        name: Name,
         /// The timeout that expired.
         after: Duration,
     },
     /// An adaptive concurrency limiter changed its limit.
     LimitChanged {
         /// The limiter's name.
-        name: Arc<str>,
+        name: Name,
         /// The limit before.
         from: usize,
         /// The limit after.
@@ -87,7 +88,7 @@ pub enum Event {
     /// A fallback produced the value instead of the call.
     FallbackUsed {
         /// The fallback's name.
-        name: Arc<str>,
+        name: Name,
     },
 }
 

@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+use crate::Name;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub struct FallbackStats {
 
 #[derive(Debug)]
 struct Shared {
-    name: Arc<str>,
+    name: Name,
     events: Events,
     calls: AtomicU64,
     fallbacks: AtomicU64,

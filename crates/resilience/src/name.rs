@@ -52,6 +52,12 @@ impl Name {
     }
 }
 
+impl Default for Name {
+    fn default() -> Name {
+        Name::new("")
+    }
+}
+
 impl Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {

@@ -50,8 +50,8 @@
 //! # Ok(()) }
 //! ```
 
+use crate::Name;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -137,14 +137,14 @@ impl PipelineConfig {
 /// Policies stacked around a call in the documented order. Cheap to clone; clones share policies.
 #[derive(Clone, Debug, Default)]
 pub struct Pipeline {
-    name: Arc<str>,
+    name: Name,
     deadline: Option<Duration>,
     retry: Option<Retry>,
     hedge: Option<Hedge>,
     breaker: Option<CircuitBreaker>,
-    rate_limiter: Option<(RateLimiter, Arc<str>)>,
-    adaptive: Option<(AdaptiveLimiter, Arc<str>)>,
-    bulkhead: Option<(Bulkhead, Arc<str>)>,
+    rate_limiter: Option<(RateLimiter, Name)>,
+    adaptive: Option<(AdaptiveLimiter, Name)>,
+    bulkhead: Option<(Bulkhead, Name)>,
     timeout: Option<Timeout>,
 }
 
@@ -177,19 +177,19 @@ impl PipelineBuilder {
     }
     /// Takes one unit from the rate limiter per attempt.
     pub fn rate_limiter(mut self, limiter: RateLimiter) -> Self {
-        let name = Arc::from(limiter.name());
+        let name = Name::new(limiter.name());
         self.pipeline.rate_limiter = Some((limiter, name));
         self
     }
     /// Bounds attempts in flight adaptively.
     pub fn adaptive(mut self, limiter: AdaptiveLimiter) -> Self {
-        let name = Arc::from(limiter.name());
+        let name = Name::new(limiter.name());
         self.pipeline.adaptive = Some((limiter, name));
         self
     }
     /// Bounds attempts in flight.
     pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
-        let name = Arc::from(bulkhead.name());
+        let name = Name::new(bulkhead.name());
         self.pipeline.bulkhead = Some((bulkhead, name));
         self
     }

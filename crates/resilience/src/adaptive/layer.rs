@@ -1,8 +1,8 @@
 //! The adaptive limiter as tower middleware.
 
+use crate::Name;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -117,7 +117,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         token: Option<Token>,
-        rejected: Option<(Arc<str>, usize)>,
+        rejected: Option<(Name, usize)>,
         classifier: C,
     }
 }

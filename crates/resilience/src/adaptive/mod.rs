@@ -40,6 +40,7 @@ pub use config::{AdaptiveConfig, Algorithm};
 pub use gradient2::Gradient2;
 pub use layer::{AdaptiveLayer, AdaptiveService, ResponseFuture};
 
+use crate::Name;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,7 +86,7 @@ pub struct AdaptiveStats {
 }
 
 struct Shared {
-    name: Arc<str>,
+    name: Name,
     events: Events,
     limit: AtomicUsize,
     in_flight: AtomicUsize,

@@ -1,8 +1,8 @@
 //! The breaker as a `tower` layer.
 
+use crate::Name;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -108,7 +108,7 @@ pin_project! {
         kind: Kind<F>,
         permit: Option<OwnedPermit>,
         classifier: C,
-        name: Option<Arc<str>>,
+        name: Option<Name>,
     }
 }
 
@@ -123,7 +123,7 @@ where
         let this = self.project();
         match this.kind.project() {
             KindProj::Rejected => Poll::Ready(Err(Error::BreakerOpen {
-                name: this.name.take().unwrap_or_else(|| Arc::from("")),
+                name: this.name.take().unwrap_or_else(|| Name::new("")),
             })),
             KindProj::Running { future } => {
                 let result = std::task::ready!(future.poll(cx));

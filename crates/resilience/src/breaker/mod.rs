@@ -40,6 +40,7 @@ mod layer;
 mod state;
 mod window;
 
+use crate::Name;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -72,7 +73,7 @@ enum Window {
 }
 
 struct Inner {
-    name: Arc<str>,
+    name: Name,
     /// Read by every call: kept on a cache line of its own so that counters written by other
     /// cores do not evict it (false sharing).
     word: Padded<AtomicU64>,

@@ -1,8 +1,8 @@
 //! The bulkhead as `tower` middleware.
 
+use crate::Name;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
@@ -131,7 +131,7 @@ pin_project_lite::pin_project! {
             permit: Option<BulkheadPermit>,
         },
         Rejected {
-            name: Arc<str>,
+            name: Name,
         },
     }
 }

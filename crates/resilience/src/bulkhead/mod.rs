@@ -31,6 +31,7 @@ mod config;
 mod layer;
 mod slots;
 
+use crate::Name;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +46,7 @@ use crate::{Error, Event, Events, PolicyKind};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bulkhead {name} is full")]
 pub struct BulkheadFull {
-    name: Arc<str>,
+    name: Name,
 }
 
 impl BulkheadFull {
@@ -93,7 +94,7 @@ struct Inner {
     slots: Slots,
     rejected: AtomicU64,
     max_queue: usize,
-    name: Arc<str>,
+    name: Name,
     config: BulkheadConfig,
     events: Events,
 }

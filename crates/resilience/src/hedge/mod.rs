@@ -34,6 +34,7 @@ mod layer;
 pub use config::{DEFAULT_DELAY, HedgeConfig};
 pub use layer::{HedgeLayer, HedgeService, ResponseFuture};
 
+use crate::Name;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,7 +83,7 @@ pub struct Hedge {
 }
 
 struct Shared {
-    name: Arc<str>,
+    name: Name,
     events: Events,
     delay: HedgeDelay,
     max_hedges: u32,

@@ -1,5 +1,6 @@
 //! One GCRA limit per key (tenant, host, API key) in bounded memory.
 
+use crate::Name;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::Future;
@@ -205,7 +206,7 @@ struct Inner<K> {
     /// Rejections outside a shard's lock: cost above burst, no slot for a new key.
     rejected: AtomicU64,
     waited: AtomicU64,
-    name: Arc<str>,
+    name: Name,
     config: RateLimitConfig,
     events: Events,
 }

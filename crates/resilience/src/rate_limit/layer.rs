@@ -1,8 +1,8 @@
 //! The rate limiter as `tower` middleware.
 
+use crate::Name;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
@@ -173,7 +173,7 @@ pin_project_lite::pin_project! {
             future: F,
         },
         Rejected {
-            name: Arc<str>,
+            name: Name,
             rejection: RateLimited,
         },
     }

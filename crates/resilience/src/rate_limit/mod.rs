@@ -58,6 +58,7 @@ mod gcra;
 mod keyed;
 mod layer;
 
+use crate::Name;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -120,7 +121,7 @@ impl RateLimited {
 
     /// The policy error for limiter `name`: [`Error::RateLimited`], whose `retry_after` is
     /// [`Duration::MAX`] for a cost that can never be admitted.
-    pub fn into_error<E>(self, name: Arc<str>) -> Error<E> {
+    pub fn into_error<E>(self, name: Name) -> Error<E> {
         Error::RateLimited {
             name,
             retry_after: self.retry_after().unwrap_or(Duration::MAX),
@@ -160,7 +161,7 @@ struct Inner {
     rejected: AtomicU64,
     waited: AtomicU64,
     max_wait: u64,
-    name: Arc<str>,
+    name: Name,
     config: RateLimitConfig,
     events: Events,
 }

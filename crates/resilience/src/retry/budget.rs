@@ -9,6 +9,7 @@
 //! the window are reset lazily by the first writer that reaches them, so the window slides in steps
 //! of a tenth of its length.
 
+use crate::Name;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -155,7 +156,7 @@ pub struct RetryBudget {
 }
 
 struct Inner {
-    name: Arc<str>,
+    name: Name,
     events: Events,
     start: Instant,
     bucket_nanos: u64,
@@ -184,7 +185,7 @@ impl RetryBudget {
         &self.inner.name
     }
 
-    pub(crate) fn name_arc(&self) -> Arc<str> {
+    pub(crate) fn name_arc(&self) -> Name {
         self.inner.name.clone()
     }
 

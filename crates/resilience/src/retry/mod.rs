@@ -49,6 +49,7 @@ mod config;
 mod future;
 mod layer;
 
+use crate::Name;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,7 +177,7 @@ pub struct Retry {
 }
 
 struct Shared {
-    name: Arc<str>,
+    name: Name,
     max_attempts: u32,
     max_elapsed: Option<Duration>,
     min_attempt_time: Duration,
@@ -222,7 +223,7 @@ pub(crate) enum Next {
     /// Return the attempt's result.
     Return,
     /// Return the attempt's result, its error wrapped as the budget's refusal.
-    BudgetExhausted(Arc<str>),
+    BudgetExhausted(Name),
     /// Wait this long, then attempt again.
     Sleep(Duration),
 }

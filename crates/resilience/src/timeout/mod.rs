@@ -42,6 +42,7 @@ mod config;
 mod deadline;
 mod layer;
 
+use crate::Name;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,7 +137,7 @@ pub struct Timeout {
 }
 
 struct Shared {
-    name: Arc<str>,
+    name: Name,
     timeout: Duration,
     events: Events,
     calls: AtomicU64,
