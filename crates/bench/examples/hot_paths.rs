@@ -60,6 +60,30 @@ fn main() {
                 ));
             }
         }
+        // The breaker's own bookkeeping without a future: permit, then verdict.
+        "breaker_permit" => {
+            for _ in 0..n {
+                let permit = breaker.try_acquire().expect("closed");
+                black_box(&permit);
+                permit.record(rampart_resilience::Outcome::Success);
+            }
+        }
+        // A peer, for scale: recloser's closed breaker around the same call.
+        "recloser_closed" => {
+            let rc: recloser::AsyncRecloser = recloser::Recloser::custom().build().into();
+            for _ in 0..n {
+                let _ = black_box(ready(rc.call(async { Ok::<u64, ()>(black_box(1)) })));
+            }
+        }
+        // The rejection itself, without a future: `try_acquire` on an open breaker.
+        "breaker_open_permit" => {
+            for _ in 0..100 {
+                let _ = ready(breaker.call(|| async { Err::<u64, ()>(()) }));
+            }
+            for _ in 0..n {
+                black_box(breaker.try_acquire().is_none());
+            }
+        }
         "breaker_open" => {
             for _ in 0..100 {
                 let _ = ready(breaker.call(|| async { Err::<u64, ()>(()) }));

@@ -42,6 +42,7 @@ mod window;
 
 use crate::Name;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -258,28 +259,32 @@ impl CircuitBreaker {
     }
 
     /// Runs `f` if the breaker permits it; `Err` results count as failures.
-    pub fn call<T, E, F, Fut>(&self, f: F) -> impl Future<Output = Result<T, Error<E>>>
+    ///
+    /// The returned [`Call`] asks leave on its first poll; a rejected call never polls the future
+    /// `f` made. Dropped before it finishes, it records nothing and gives a half-open trial slot
+    /// back.
+    pub fn call<T, E, F, Fut>(&self, f: F) -> Call<'_, Fut, ErrIsFailure>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        // Not an `async fn`: one state machine, not two nested.
         self.call_classified(f, ErrIsFailure)
     }
 
     /// Runs `f` if the breaker permits it; `classifier` decides how its result counts.
-    pub async fn call_classified<T, E, F, Fut, C>(&self, f: F, classifier: C) -> Result<T, Error<E>>
+    pub fn call_classified<T, E, F, Fut, C>(&self, f: F, classifier: C) -> Call<'_, Fut, C>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         C: Classifier<T, E>,
     {
-        let Some(permit) = self.try_acquire() else {
-            return Err(self.rejection());
-        };
-        let result = f().await;
-        permit.record(classifier.classify(&result));
-        result.map_err(Error::Inner)
+        Call {
+            future: f(),
+            inner: &self.inner,
+            classifier,
+            ticket: None,
+            started: false,
+        }
     }
 
     /// Runs `f`, whose error is already an [`Error`] from policies inside this one, without wrapping
@@ -724,6 +729,70 @@ impl Drop for Inner {
         {
             task.abort();
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`CircuitBreaker::call`]: asks leave on its first poll, then runs the call
+    /// and records its outcome. A hand-written future rather than an `async fn`, so that it stays
+    /// small and a closed breaker adds only its own bookkeeping to a call.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Call<'a, Fut, C> {
+        #[pin]
+        future: Fut,
+        inner: &'a Inner,
+        classifier: C,
+        ticket: Option<Ticket>,
+        started: bool,
+    }
+
+    impl<'a, Fut, C> PinnedDrop for Call<'a, Fut, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(ticket) = this.ticket.take() {
+                this.inner.release(ticket);
+            }
+        }
+    }
+}
+
+impl<T, E, Fut, C> Future for Call<'_, Fut, C>
+where
+    Fut: Future<Output = Result<T, E>>,
+    C: Classifier<T, E>,
+{
+    type Output = Result<T, Error<E>>;
+
+    #[inline]
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if !*this.started {
+            *this.started = true;
+            match this.inner.try_acquire() {
+                Some(ticket) => *this.ticket = Some(ticket),
+                None => {
+                    return std::task::Poll::Ready(Err(Error::BreakerOpen {
+                        name: this.inner.name.clone(),
+                    }));
+                }
+            }
+        }
+        let result = std::task::ready!(this.future.poll(cx));
+        if let Some(ticket) = this.ticket.take() {
+            this.inner.finish(ticket, this.classifier.classify(&result));
+        }
+        std::task::Poll::Ready(result.map_err(Error::Inner))
+    }
+}
+
+impl<Fut, C> std::fmt::Debug for Call<'_, Fut, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("breaker", &self.inner.name)
+            .finish()
     }
 }
 
