@@ -47,6 +47,11 @@ def read_results(criterion_dir, since):
             function = meta.get("function_id")
             if meta.get("value_str"):
                 function = f"{function}/{meta['value_str']}" if function else meta["value_str"]
+            # A batch of N elements per iteration (criterion's throughput): report per element,
+            # so that a contended batch over several threads reads as wall time per call.
+            elements = (meta.get("throughput") or {}).get("Elements")
+            if elements:
+                mean = mean / elements
         if group is None or function is None:
             rel = os.path.relpath(os.path.dirname(root), criterion_dir).split(os.sep)
             group, function = rel[0], "/".join(rel[1:]) or rel[0]
@@ -72,7 +77,22 @@ def is_rampart(function):
     return function == "rampart" or function.startswith("rampart_")
 
 
+def split_params(groups):
+    """`group` with functions `name/param` becomes `group/param` with functions `name`, so that
+    Rampart and its peers are compared at the same parameter (threads, tasks)."""
+    out = {}
+    for group, functions in groups.items():
+        for function, value in functions.items():
+            if "/" in function:
+                name, param = function.split("/", 1)
+                out.setdefault(f"{group}/{param}", {})[name] = value
+            else:
+                out.setdefault(group, {})[function] = value
+    return out
+
+
 def rows_of(groups):
+    groups = split_params(groups)
     rows = []
     for group in sorted(groups):
         functions = groups[group]
@@ -135,7 +155,10 @@ def markdown(rows, allocs):
             f"{fmt_allocs(allocs, theirs)} |"
         )
     lines.append("")
-    lines.append("ratio > 1: Rampart is faster. Mean time per call from criterion.")
+    lines.append(
+        "ratio > 1: Rampart is faster. Mean time per call from criterion (for batches over several "
+        "threads, wall time divided by the calls of all threads)."
+    )
     return "\n".join(lines)
 
 

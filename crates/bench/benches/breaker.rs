@@ -66,6 +66,13 @@ fn closed(c: &mut Criterion) {
     rampart_bench::report_allocs("breaker_closed/rampart", 100_000, || {
         let _ = ready(r.call(|| async { Ok::<u64, ()>(black_box(1)) }));
     });
+    rampart_bench::report_allocs("breaker_closed/failsafe", 100_000, || {
+        use failsafe::futures::CircuitBreaker as _;
+        let _ = ready(f.call(async { Ok::<u64, ()>(black_box(1)) }));
+    });
+    rampart_bench::report_allocs("breaker_closed/recloser", 100_000, || {
+        let _ = ready(rc.call(async { Ok::<u64, ()>(black_box(1)) }));
+    });
 }
 
 fn open(c: &mut Criterion) {
@@ -109,12 +116,20 @@ fn open(c: &mut Criterion) {
     rampart_bench::report_allocs("breaker_open/rampart", 100_000, || {
         let _ = ready(r.call(|| async { Ok::<u64, ()>(black_box(1)) }));
     });
+    rampart_bench::report_allocs("breaker_open/failsafe", 100_000, || {
+        use failsafe::futures::CircuitBreaker as _;
+        let _ = ready(f.call(async { Ok::<u64, ()>(black_box(1)) }));
+    });
+    rampart_bench::report_allocs("breaker_open/recloser", 100_000, || {
+        let _ = ready(rc.call(async { Ok::<u64, ()>(black_box(1)) }));
+    });
 }
 
-/// One and two threads (both cores) hammer one closed breaker; criterion times a batch of 10,000
-/// calls per thread, so the throughput (calls per second, all threads together) shows the scaling.
+/// One and two threads (both cores) hammer one closed breaker; criterion times a batch of 200,000
+/// calls per thread (so starting the threads is noise), and the throughput (calls per second, all
+/// threads together) shows the scaling.
 fn contended(c: &mut Criterion) {
-    const CALLS: u64 = 10_000;
+    const CALLS: u64 = 200_000;
     fn hammer(threads: u64, call: &(dyn Fn() + Sync)) {
         std::thread::scope(|s| {
             for _ in 0..threads {
@@ -127,6 +142,7 @@ fn contended(c: &mut Criterion) {
         })
     }
     let mut g = c.benchmark_group("breaker_contended");
+    g.sample_size(10);
     let r = rampart_breaker();
     let rc = recloser_breaker();
     let f = failsafe_breaker();

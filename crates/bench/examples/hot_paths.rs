@@ -84,6 +84,40 @@ fn main() {
                 black_box(breaker.try_acquire().is_none());
             }
         }
+        // Timeout + retry + breaker + rate limit + bulkhead around a trivial call.
+        "pipeline5" => {
+            let ev = Events::new();
+            let p = rampart_resilience::Pipeline::builder("hot")
+                .timeout(
+                    rampart_resilience::timeout::TimeoutConfig::default()
+                        .build("hot", &ev)
+                        .unwrap(),
+                )
+                .retry(
+                    rampart_resilience::retry::RetryConfig::default()
+                        .build("hot", &ev)
+                        .unwrap(),
+                )
+                .breaker(BreakerConfig::default().build("hot", &ev).unwrap())
+                .rate_limiter(
+                    rampart_resilience::rate_limit::RateLimitConfig::new(
+                        1e9,
+                        std::time::Duration::from_secs(1),
+                    )
+                    .burst(1000)
+                    .build("hot", &ev)
+                    .unwrap(),
+                )
+                .bulkhead(
+                    rampart_resilience::bulkhead::BulkheadConfig::default()
+                        .build("hot", &ev)
+                        .unwrap(),
+                )
+                .build();
+            for _ in 0..n {
+                let _ = black_box(ready(p.call(|| async { Ok::<u64, ()>(black_box(1)) })));
+            }
+        }
         "breaker_open" => {
             for _ in 0..100 {
                 let _ = ready(breaker.call(|| async { Err::<u64, ()>(()) }));
