@@ -1,0 +1,1 @@
+//! The chaos TCP proxy (being written).

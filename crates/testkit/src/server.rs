@@ -1,0 +1,1 @@
+//! Throwaway servers (being written).
