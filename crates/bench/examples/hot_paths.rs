@@ -114,6 +114,40 @@ fn main() {
                         .unwrap(),
                 )
                 .build();
+            if n == 0 {
+                let f = p.call(|| async { Ok::<u64, ()>(black_box(1)) });
+                eprintln!("pipeline5 future: {} bytes", std::mem::size_of_val(&f));
+                eprintln!(
+                    "tokio Sleep: {} bytes",
+                    std::mem::size_of::<tokio::time::Sleep>()
+                );
+                let t = rampart_resilience::timeout::TimeoutConfig::default()
+                    .build("x", &ev)
+                    .unwrap();
+                let tf = t.call(|| async { Ok::<u64, ()>(1) });
+                eprintln!("timeout call future: {} bytes", std::mem::size_of_val(&tf));
+                let r = rampart_resilience::retry::RetryConfig::default()
+                    .build("x", &ev)
+                    .unwrap();
+                let rf = r.call(|| async { Ok::<u64, ()>(1) });
+                eprintln!("retry call future: {} bytes", std::mem::size_of_val(&rf));
+                let b = rampart_resilience::bulkhead::BulkheadConfig::default()
+                    .build("x", &ev)
+                    .unwrap();
+                let bf = b.call(|| async { Ok::<u64, ()>(1) });
+                eprintln!("bulkhead call future: {} bytes", std::mem::size_of_val(&bf));
+                let l = rampart_resilience::rate_limit::RateLimitConfig::new(
+                    1.0,
+                    std::time::Duration::from_secs(1),
+                )
+                .build("x", &ev)
+                .unwrap();
+                let lf = l.acquire(1);
+                eprintln!(
+                    "rate limit acquire future: {} bytes",
+                    std::mem::size_of_val(&lf)
+                );
+            }
             for _ in 0..n {
                 let _ = black_box(ready(p.call(|| async { Ok::<u64, ()>(black_box(1)) })));
             }

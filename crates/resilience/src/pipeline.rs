@@ -256,10 +256,10 @@ impl Pipeline {
         C: Classifier<T, E>,
     {
         match self.deadline {
+            // Boxed: the deadline's timer is large and a pipeline without a deadline should
+            // not carry room for it; one that has one arms a timer per call anyway.
             Some(within) => {
-                Deadline::after(within)
-                    .run_flat(|| self.retried(op, &classifier))
-                    .await
+                Box::pin(Deadline::after(within).run_flat(|| self.retried(op, &classifier))).await
             }
             None => self.retried(op, &classifier).await,
         }
@@ -275,8 +275,9 @@ impl Pipeline {
         let decide = |result: &Result<T, Error<E>>| decide(result, last.load(Ordering::Relaxed));
         match (&self.retry, &self.hedge) {
             (None, None) => self.attempt(op(), classifier, &last).await,
-            (None, Some(hedge)) => hedge
-                .call(|| self.attempt(op(), classifier, &last))
+            // Hedged calls are boxed: a hedge's future is large, and a pipeline without hedging
+            // should not carry room for it. Hedging allocates per attempt anyway.
+            (None, Some(hedge)) => Box::pin(hedge.call(|| self.attempt(op(), classifier, &last)))
                 .await
                 .map_err(Error::flatten),
             (Some(retry), None) => {
@@ -292,17 +293,16 @@ impl Pipeline {
                     let mut op = op.lock().unwrap_or_else(|p| p.into_inner());
                     (*op)()
                 };
-                retry
-                    .call_flat_with(
-                        || async {
-                            hedge
-                                .call(|| self.attempt(next(), classifier, &last))
-                                .await
-                                .map_err(Error::flatten)
-                        },
-                        decide,
-                    )
-                    .await
+                Box::pin(retry.call_flat_with(
+                    || async {
+                        hedge
+                            .call(|| self.attempt(next(), classifier, &last))
+                            .await
+                            .map_err(Error::flatten)
+                    },
+                    decide,
+                ))
+                .await
             }
         }
     }

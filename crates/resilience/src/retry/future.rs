@@ -67,7 +67,9 @@ pin_project! {
         // Not polled yet: the first poll counts the call and starts the first attempt.
         Start,
         Attempt { #[pin] fut: Fut },
-        Backoff { #[pin] sleep: Sleep },
+        // Boxed: a timer is large (over 100 bytes) and only a call that retries needs one, so
+        // a call that succeeds at once carries no room for it.
+        Backoff { sleep: Pin<Box<Sleep>> },
         // The deadline had passed before the first attempt.
         Expired,
         Done,
@@ -180,13 +182,13 @@ where
                         Next::Sleep(delay) => {
                             // The result is dropped here: the next attempt replaces it.
                             this.state.set(State::Backoff {
-                                sleep: sleep(delay),
+                                sleep: Box::pin(sleep(delay)),
                             });
                         }
                     }
                 }
                 StateProj::Backoff { sleep } => {
-                    if sleep.poll(cx).is_pending() {
+                    if sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
                     <R as Borrow<Retry>>::borrow(this.retry).attempt(this.progress);

@@ -297,12 +297,12 @@ impl Timeout {
     }
 }
 
-pin_project_lite::pin_project! {
-    #[project = TimerProj]
-    enum Timer {
-        Unarmed,
-        Armed { #[pin] sleep: tokio::time::Sleep },
-    }
+/// The timer of a call that had to wait. Boxed: a tokio timer is over 100 bytes, and a call
+/// that finishes on its first poll should not carry (and move) room for one. A call that waits
+/// pays one allocation beside the timer registration it needs anyway.
+enum Timer {
+    Unarmed,
+    Armed(std::pin::Pin<Box<tokio::time::Sleep>>),
 }
 
 pin_project_lite::pin_project! {
@@ -310,7 +310,6 @@ pin_project_lite::pin_project! {
     struct LazyTimeout<'a, Fut> {
         #[pin]
         future: Fut,
-        #[pin]
         timer: Timer,
         policy: &'a Timeout,
         deadline: Option<Deadline>,
@@ -328,25 +327,23 @@ where
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let std::task::Poll::Ready(result) = this.future.poll(cx) {
             return std::task::Poll::Ready(result);
         }
-        if let TimerProj::Unarmed = this.timer.as_mut().project() {
+        if let Timer::Unarmed = this.timer {
             let (until, expiry) = this.policy.limit_from(Instant::now(), *this.deadline);
             *this.expiry = expiry;
-            this.timer.set(Timer::Armed {
-                sleep: tokio::time::sleep_until(until),
-            });
+            *this.timer = Timer::Armed(Box::pin(tokio::time::sleep_until(until)));
         }
-        match this.timer.project() {
-            TimerProj::Armed { sleep } => match sleep.poll(cx) {
+        match this.timer {
+            Timer::Armed(sleep) => match sleep.as_mut().poll(cx) {
                 std::task::Poll::Ready(()) => {
                     std::task::Poll::Ready(Err(this.policy.expired(*this.expiry)))
                 }
                 std::task::Poll::Pending => std::task::Poll::Pending,
             },
-            TimerProj::Unarmed => std::task::Poll::Pending,
+            Timer::Unarmed => std::task::Poll::Pending,
         }
     }
 }
