@@ -1,1 +1,0 @@
-//! The chaos TCP proxy (being written).
