@@ -1,0 +1,1 @@
+//! Balancing over several endpoints (being written).

@@ -1,0 +1,3 @@
+//! Async connection pools (being written).
+
+pub mod balance;
