@@ -1,1 +1,0 @@
-//! Balancing over several endpoints (being written).

@@ -1,0 +1,464 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Behaviour of the pool through its public API, on paused time.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rampart_pool::{CloseReason, HealthState, Manager, Pool, PoolConfig, PoolEvent, PoolEvents};
+use tokio::time::{Instant, sleep};
+
+#[derive(Default)]
+struct Backend {
+    next: AtomicU64,
+    connects: AtomicU64,
+    live: Arc<AtomicUsize>,
+    fail: AtomicBool,
+    invalid: Mutex<HashSet<u64>>,
+}
+
+struct TestConn {
+    id: u64,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for TestConn {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone, Default)]
+struct TestManager(Arc<Backend>);
+
+impl Manager for TestManager {
+    type Connection = TestConn;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<TestConn, std::io::Error> {
+        self.0.connects.fetch_add(1, Ordering::SeqCst);
+        if self.0.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("connection refused"));
+        }
+        self.0.live.fetch_add(1, Ordering::SeqCst);
+        Ok(TestConn {
+            id: self.0.next.fetch_add(1, Ordering::SeqCst),
+            live: self.0.live.clone(),
+        })
+    }
+    async fn is_valid(&self, conn: &mut TestConn) -> Result<(), std::io::Error> {
+        if self.0.invalid.lock().unwrap().contains(&conn.id) {
+            Err(std::io::Error::other("gone"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn pool_with(config: PoolConfig) -> (Pool<TestManager>, Arc<Backend>, PoolEvents) {
+    let manager = TestManager::default();
+    let backend = manager.0.clone();
+    let events = PoolEvents::new();
+    let pool = config.build("db", manager, &events).unwrap();
+    (pool, backend, events)
+}
+
+fn sized(max_size: usize) -> PoolConfig {
+    PoolConfig {
+        max_size,
+        ..PoolConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order() {
+    let (pool, _, _) = pool_with(sized(1));
+    let held = pool.acquire().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let pool = pool.clone();
+        let order = order.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = pool.acquire().await.unwrap();
+            order.lock().unwrap().push(i);
+            sleep(Duration::from_millis(1)).await;
+            drop(c);
+        }));
+        // Let task i queue before task i + 1 starts.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(pool.stats().waiters, 8);
+    drop(held);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_tasks_share_sixteen_connections() {
+    let (pool, backend, _) = pool_with(sized(16));
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let _c = pool.acquire().await.unwrap();
+            sleep(Duration::from_millis(5)).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.checkouts, 1000);
+    assert_eq!(stats.size, 16);
+    assert_eq!(stats.idle, 16);
+    assert_eq!(stats.in_use, 0);
+    assert_eq!(stats.waiters, 0);
+    assert_eq!(backend.connects.load(Ordering::SeqCst), 16);
+    assert_eq!(stats.acquire_wait.iter().sum::<u64>(), 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_times_out_exactly_after_acquire_timeout() {
+    let (pool, _, _) = pool_with(PoolConfig {
+        max_size: 1,
+        acquire_timeout: Duration::from_secs(2),
+        ..PoolConfig::default()
+    });
+    let _held = pool.acquire().await.unwrap();
+    let start = Instant::now();
+    let err = pool.acquire().await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert!(err.to_string().contains("db"), "{err}");
+    let stats = pool.stats();
+    assert_eq!((stats.timeouts, stats.waiters), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquires_dropped_at_random_points_leave_the_pool_consistent() {
+    let (pool, backend, _) = pool_with(PoolConfig {
+        max_size: 4,
+        max_connecting: 2,
+        ..PoolConfig::default()
+    });
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut held = Vec::new();
+    for _ in 0..10_000 {
+        match rng.u8(0..4) {
+            0 if !held.is_empty() => {
+                let i = rng.usize(0..held.len());
+                held.swap_remove(i);
+            }
+            1 if held.len() < 4 => {
+                if let Ok(Ok(c)) =
+                    tokio::time::timeout(Duration::from_millis(1), pool.acquire()).await
+                {
+                    held.push(c);
+                }
+            }
+            _ => {
+                // Poll an acquire a random number of times, then drop it.
+                let mut fut = Box::pin(pool.acquire());
+                for _ in 0..rng.u8(0..3) {
+                    if let Some(Ok(c)) = futures_poll(&mut fut).await {
+                        held.push(c);
+                        break;
+                    }
+                }
+                drop(fut);
+                while held.len() > 4 {
+                    held.pop();
+                }
+            }
+        }
+        let s = pool.stats();
+        assert_eq!(s.in_use, held.len());
+        assert!(s.size <= 4);
+    }
+    drop(held);
+    let s = pool.stats();
+    assert_eq!((s.in_use, s.waiters, s.pending_connects), (0, 0, 0));
+    assert_eq!(s.size, s.idle);
+    assert_eq!(backend.live.load(Ordering::SeqCst), s.size);
+    let all: Vec<_> = futures_all(&pool, 4).await;
+    assert_eq!(all.len(), 4);
+}
+
+/// Polls once; `Some` if it finished.
+async fn futures_poll<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *fut).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+async fn futures_all(pool: &Pool<TestManager>, n: usize) -> Vec<rampart_pool::Pooled<TestManager>> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(pool.acquire().await.unwrap());
+    }
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn leak_is_reported_with_the_acquiring_line_then_resolved() {
+    let (pool, _, events) = pool_with(PoolConfig {
+        leak_detection_threshold: Some(Duration::from_secs(5)),
+        ..PoolConfig::default()
+    });
+    let (_sub, mut rx) = events.channel();
+    let line = line!() + 1;
+    let conn = pool.acquire().await.unwrap();
+    sleep(Duration::from_secs(7)).await;
+    let mut leak = None;
+    while let Ok(e) = rx.try_recv() {
+        if let PoolEvent::LeakDetected { location, held, .. } = e {
+            leak = Some((location, held));
+        }
+    }
+    let (location, held) = leak.expect("a leak report");
+    assert!(location.file().ends_with("pool.rs"), "{location}");
+    assert_eq!(location.line(), line);
+    assert!(held >= Duration::from_secs(5) && held <= Duration::from_secs(6));
+    drop(conn);
+    let mut resolved = false;
+    while let Ok(e) = rx.try_recv() {
+        if let PoolEvent::LeakResolved { held, .. } = e {
+            assert_eq!(held, Duration::from_secs(7));
+            resolved = true;
+        }
+    }
+    assert!(resolved);
+    assert_eq!(pool.stats().leaks, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clear_closes_stale_connections_on_return() {
+    let (pool, backend, _) = pool_with(sized(4));
+    let a = pool.acquire().await.unwrap();
+    let b = pool.acquire().await.unwrap();
+    drop(b);
+    pool.clear();
+    assert_eq!(pool.stats().closed.stale, 1, "the idle one closes at once");
+    drop(a);
+    let s = pool.stats();
+    assert_eq!((s.closed.stale, s.size, s.generation), (2, 0, 1));
+    assert_eq!(backend.live.load(Ordering::SeqCst), 0);
+    let c = pool.acquire().await.unwrap();
+    assert_eq!(c.id, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_pool_fails_acquirers_fast_until_resumed() {
+    let (pool, _, _) = pool_with(sized(1));
+    let held = pool.acquire().await.unwrap();
+    let queued = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire().await.map(|_| ()) }
+    });
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    pool.pause();
+    assert!(queued.await.unwrap().unwrap_err().is_paused());
+    assert!(pool.acquire().await.unwrap_err().is_paused());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    drop(held);
+    pool.resume();
+    assert!(pool.acquire().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn resize_grows_and_shrinks_at_run_time() {
+    let (pool, _, _) = pool_with(sized(2));
+    let a = pool.acquire().await.unwrap();
+    let b = pool.acquire().await.unwrap();
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire().await.map(|c| c.id) }
+    });
+    tokio::task::yield_now().await;
+    pool.resize(3);
+    assert_eq!(waiter.await.unwrap().unwrap(), 2);
+    pool.resize(1);
+    drop(a);
+    drop(b);
+    let s = pool.stats();
+    assert_eq!((s.max_size, s.size, s.closed.resized), (1, 1, 2));
+    let c = pool.acquire().await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(1), pool.acquire()).await;
+    assert!(err.is_err(), "only one connection after shrinking");
+    drop(c);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_waits_for_returns_up_to_the_deadline() {
+    let (pool, backend, _) = pool_with(sized(2));
+    let a = pool.acquire().await.unwrap();
+    let b = pool.acquire().await.unwrap();
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(1)).await;
+        drop(a);
+    });
+    let start = Instant::now();
+    assert_eq!(pool.close(Duration::from_secs(3)).await, 1);
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert!(pool.acquire().await.unwrap_err().is_closed());
+    drop(b);
+    let s = pool.stats();
+    assert_eq!((s.size, s.closed.pool_closed), (0, 2));
+    assert_eq!(backend.live.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_closes_extras_down_to_min_idle() {
+    let (pool, _, _) = pool_with(PoolConfig {
+        max_size: 4,
+        min_idle: 1,
+        idle_timeout: Duration::from_secs(10),
+        ..PoolConfig::default()
+    });
+    drop(futures_all(&pool, 4).await);
+    assert_eq!(pool.stats().idle, 4);
+    sleep(Duration::from_secs(12)).await;
+    let s = pool.stats();
+    assert_eq!((s.idle, s.closed.idle), (1, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_discards_a_connection_the_manager_calls_invalid() {
+    let (pool, backend, _) = pool_with(PoolConfig {
+        keepalive_interval: Duration::from_secs(5),
+        ..PoolConfig::default()
+    });
+    drop(futures_all(&pool, 2).await);
+    backend.invalid.lock().unwrap().insert(0);
+    sleep(Duration::from_secs(6)).await;
+    let s = pool.stats();
+    assert_eq!((s.closed.invalid, s.idle, s.validations), (1, 1, 2));
+    assert_eq!(pool.acquire().await.unwrap().id, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_lifetime_replaces_connections_staggered_without_a_gap() {
+    fastrand::seed(11);
+    let (pool, _, events) = pool_with(PoolConfig {
+        max_size: 4,
+        min_idle: 4,
+        max_lifetime: Duration::from_secs(100),
+        lifetime_jitter: 0.4,
+        keepalive_interval: Duration::ZERO,
+        ..PoolConfig::default()
+    });
+    let (_sub, mut rx) = events.channel();
+    let start = Instant::now();
+    let mut retired_at = Vec::new();
+    for _ in 0..110 {
+        sleep(Duration::from_secs(1)).await;
+        // Always a connection at hand, at once.
+        let c = tokio::time::timeout(Duration::ZERO, pool.acquire())
+            .await
+            .expect("no gap in availability")
+            .unwrap();
+        drop(c);
+        while let Ok(e) = rx.try_recv() {
+            if let PoolEvent::ConnectionClosed { reason, .. } = e {
+                assert_eq!(reason, CloseReason::Lifetime);
+                retired_at.push(start.elapsed().as_secs());
+            }
+        }
+    }
+    assert_eq!(retired_at.len(), 4, "{retired_at:?}");
+    let distinct: HashSet<_> = retired_at.iter().collect();
+    assert!(distinct.len() >= 2, "retired all at once: {retired_at:?}");
+    assert!(
+        retired_at.iter().all(|&t| (60..=102).contains(&t)),
+        "{retired_at:?}"
+    );
+    assert_eq!(pool.stats().size, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_connects_open_the_breaker_then_recover_to_healthy() {
+    let (pool, backend, events) = pool_with(PoolConfig {
+        unhealthy_after: 3,
+        breaker_recovery: Duration::from_secs(5),
+        recovery_successes: 2,
+        ..PoolConfig::default()
+    });
+    let (_sub, mut rx) = events.channel();
+    backend.fail.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(pool.acquire().await.unwrap_err().is_connect());
+    }
+    assert_eq!(pool.health().0, HealthState::Unhealthy);
+    for _ in 0..10 {
+        assert!(pool.acquire().await.unwrap_err().is_unavailable());
+    }
+    assert_eq!(
+        backend.connects.load(Ordering::SeqCst),
+        3,
+        "breaker stops connects"
+    );
+    backend.fail.store(false, Ordering::SeqCst);
+    sleep(Duration::from_secs(6)).await;
+    let a = pool.acquire().await.unwrap();
+    assert_eq!(pool.health().0, HealthState::Recovering);
+    let b = pool.acquire().await.unwrap();
+    assert_eq!(pool.health(), (HealthState::Healthy, 100));
+    drop((a, b));
+    let mut changes = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let PoolEvent::HealthChanged { from, to, .. } = e {
+            changes.push((from, to));
+        }
+    }
+    assert_eq!(
+        changes,
+        [
+            (HealthState::Healthy, HealthState::Unhealthy),
+            (HealthState::Unhealthy, HealthState::Recovering),
+            (HealthState::Recovering, HealthState::Healthy),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifecycle_events_come_in_order() {
+    let (pool, _, events) = pool_with(sized(2));
+    let (_sub, mut rx) = events.channel();
+    let c = pool.acquire().await.unwrap();
+    c.discard();
+    pool.close(Duration::ZERO).await;
+    let _ = pool.acquire().await;
+    let mut names = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        names.push(match e {
+            PoolEvent::ConnectionCreated { .. } => "created",
+            PoolEvent::ConnectionReady { .. } => "ready",
+            PoolEvent::ConnectionCheckedOut { .. } => "checked_out",
+            PoolEvent::ConnectionClosed { .. } => "closed",
+            PoolEvent::PoolClosed { .. } => "pool_closed",
+            PoolEvent::CheckoutFailed { .. } => "checkout_failed",
+            _ => "other",
+        });
+    }
+    assert_eq!(
+        names,
+        [
+            "created",
+            "ready",
+            "checked_out",
+            "closed",
+            "pool_closed",
+            "checkout_failed"
+        ]
+    );
+}

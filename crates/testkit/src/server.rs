@@ -1,1 +1,0 @@
-//! Throwaway servers (being written).
