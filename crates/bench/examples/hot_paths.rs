@@ -214,6 +214,103 @@ fn main() {
                 drop(black_box(bulkhead.try_acquire().unwrap()));
             }
         }
+        // A pool of 16 no-op connections (as in benches/pool.rs): acquire, drop, sequentially.
+        "pool_checkout" => {
+            let config = rampart_pool::PoolConfig {
+                max_size: 16,
+                acquire_timeout: Duration::from_secs(3600),
+                validation_bypass: Duration::from_secs(3600),
+                keepalive_interval: Duration::ZERO,
+                ..rampart_pool::PoolConfig::default()
+            };
+            let pool = config
+                .build("hot", noop::Rampart, &rampart_pool::PoolEvents::new())
+                .unwrap();
+            rt.block_on(async {
+                drop(pool.acquire().await.unwrap());
+                for _ in 0..n {
+                    drop(black_box(pool.acquire().await.unwrap()));
+                }
+            });
+        }
+        // The same with deadpool (no timeouts, its default), for scale.
+        "pool_checkout_deadpool" => {
+            let pool: deadpool::managed::Pool<noop::Deadpool> =
+                deadpool::managed::Pool::builder(noop::Deadpool)
+                    .max_size(16)
+                    .build()
+                    .unwrap();
+            rt.block_on(async {
+                drop(pool.get().await.unwrap());
+                for _ in 0..n {
+                    drop(black_box(pool.get().await.unwrap()));
+                }
+            });
+        }
+        // The same with bb8 (test_on_check_out off), for scale.
+        "pool_checkout_bb8" => {
+            let pool = bb8::Pool::builder()
+                .max_size(16)
+                .test_on_check_out(false)
+                .connection_timeout(Duration::from_secs(3600))
+                .build_unchecked(noop::Bb8);
+            rt.block_on(async {
+                drop(pool.get().await.unwrap());
+                for _ in 0..n {
+                    drop(black_box(pool.get().await.unwrap()));
+                }
+            });
+        }
         other => panic!("unknown case {other}"),
+    }
+}
+
+/// No-op connection managers for the pool cases: connecting and checking are ready `Ok`s.
+mod noop {
+    use std::convert::Infallible;
+
+    pub(crate) struct Conn;
+    pub(crate) struct Rampart;
+    pub(crate) struct Deadpool;
+    pub(crate) struct Bb8;
+
+    impl rampart_pool::Manager for Rampart {
+        type Connection = Conn;
+        type Error = std::io::Error;
+        async fn connect(&self) -> Result<Conn, std::io::Error> {
+            Ok(Conn)
+        }
+        async fn is_valid(&self, _conn: &mut Conn) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+    }
+
+    impl deadpool::managed::Manager for Deadpool {
+        type Type = Conn;
+        type Error = Infallible;
+        async fn create(&self) -> Result<Conn, Infallible> {
+            Ok(Conn)
+        }
+        async fn recycle(
+            &self,
+            _obj: &mut Conn,
+            _metrics: &deadpool::managed::Metrics,
+        ) -> deadpool::managed::RecycleResult<Infallible> {
+            Ok(())
+        }
+    }
+
+    impl bb8::ManageConnection for Bb8 {
+        type Connection = Conn;
+        type Error = Infallible;
+        async fn connect(&self) -> Result<Conn, Infallible> {
+            Ok(Conn)
+        }
+        async fn is_valid(&self, _conn: &mut Conn) -> Result<(), Infallible> {
+            Ok(())
+        }
+        fn has_broken(&self, _conn: &mut Conn) -> bool {
+            false
+        }
     }
 }

@@ -31,27 +31,27 @@ pub struct PoolConfig {
     pub min_idle: usize,
     /// Longest one connect may take. Default `"10s"`; at least 1ms.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::connect_timeout"
     )]
     pub connect_timeout: Duration,
     /// Longest `acquire` waits in all (queue, connect, validation). Default `"30s"`; at least 1ms.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::acquire_timeout"
     )]
     pub acquire_timeout: Duration,
     /// An idle connection beyond `min_idle` is closed after this long unused. Default `"10m"`;
     /// `"0s"` disables.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::idle_timeout"
     )]
     pub idle_timeout: Duration,
     /// A connection is retired after this long open (closed when idle, or on return). Default
     /// `"30m"`; `"0s"` disables.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::max_lifetime"
     )]
     pub max_lifetime: Duration,
@@ -63,13 +63,13 @@ pub struct PoolConfig {
     /// An idle connection not checked for this long is validated in the background. Default `"30s"`;
     /// `"0s"` disables.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::keepalive_interval"
     )]
     pub keepalive_interval: Duration,
     /// A connection used within this long is handed out without validation. Default `"500ms"`.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::validation_bypass"
     )]
     pub validation_bypass: Duration,
@@ -78,19 +78,19 @@ pub struct PoolConfig {
     pub max_connecting: usize,
     /// A connection held longer than this is reported once as a possible leak, with where it was
     /// acquired. Default: none (off); at least 1ms when set.
-    #[serde(with = "crate::duration::serde_duration::option", default)]
+    #[serde(with = "rampart_resilience::serde_duration::option", default)]
     pub leak_detection_threshold: Option<Duration>,
     /// How often the background task checks leaks, idle timeouts, lifetimes, keepalive, `min_idle`
     /// and health. Default `"1s"`; at least 1ms.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::maintenance_interval"
     )]
     pub maintenance_interval: Duration,
     /// Health: the pool is *degraded* while some acquire waited longer than this (judged every
     /// maintenance interval). Default `"1s"`; at least 1ms.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::degraded_wait"
     )]
     pub degraded_wait: Duration,
@@ -105,7 +105,7 @@ pub struct PoolConfig {
     /// How long the connect breaker stays open before it lets a trial connect through. Default
     /// `"5s"`; at least 1ms.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::breaker_recovery"
     )]
     pub breaker_recovery: Duration,

@@ -5,8 +5,6 @@
 //! Emitting costs one relaxed atomic load when nobody subscribes: the event is not even built.
 
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rampart_resilience::Name;
@@ -185,127 +183,10 @@ pub enum PoolEvent {
     },
 }
 
-type Listener = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
+/// Subscribers that pools emit [`PoolEvent`]s to: `subscribe`, `channel`, and nothing built when
+/// nobody listens. Cheap to clone; clones share subscribers, so one set can serve many pools. The
+/// same listener set as [`rampart_resilience::Events`], for pool events.
+pub type PoolEvents = rampart_resilience::Listeners<PoolEvent>;
 
-#[derive(Default)]
-struct Inner {
-    active: AtomicBool,
-    next_id: AtomicU64,
-    listeners: RwLock<Vec<(u64, Listener)>>,
-}
-
-/// Subscribers that pools emit [`PoolEvent`]s to. Cheap to clone; clones share subscribers, so one
-/// set can serve many pools. Same design as [`rampart_resilience::Events`].
-#[derive(Clone, Default)]
-pub struct PoolEvents {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for PoolEvents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolEvents")
-            .field("active", &self.is_active())
-            .finish()
-    }
-}
-
-impl PoolEvents {
-    /// A new, empty set of subscribers.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// True if at least one subscriber is listening.
-    #[inline]
-    pub fn is_active(&self) -> bool {
-        self.inner.active.load(Ordering::Relaxed)
-    }
-
-    /// Calls `listener` with every event from now on, until the returned [`PoolSubscription`] is
-    /// dropped. Listeners run on the emitting task (sometimes inside `Drop` of a connection) and
-    /// must be quick: count, or send to a channel.
-    #[must_use = "dropping the subscription unsubscribes at once"]
-    pub fn subscribe<F>(&self, listener: F) -> PoolSubscription
-    where
-        F: Fn(&PoolEvent) + Send + Sync + 'static,
-    {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut list = self
-            .inner
-            .listeners
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        list.push((id, Arc::new(listener)));
-        self.inner.active.store(true, Ordering::Relaxed);
-        PoolSubscription {
-            events: self.clone(),
-            id,
-        }
-    }
-
-    /// Sends every event from now on into an unbounded channel, until the returned subscription is
-    /// dropped.
-    pub fn channel(
-        &self,
-    ) -> (
-        PoolSubscription,
-        tokio::sync::mpsc::UnboundedReceiver<PoolEvent>,
-    ) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let sub = self.subscribe(move |e| {
-            let _ = tx.send(e.clone());
-        });
-        (sub, rx)
-    }
-
-    /// Builds the event with `make` and hands it to every subscriber; does nothing (and does not
-    /// call `make`) when nobody subscribes.
-    #[inline]
-    pub fn emit_with(&self, make: impl FnOnce() -> PoolEvent) {
-        if self.is_active() {
-            self.emit_slow(make());
-        }
-    }
-
-    #[cold]
-    fn emit_slow(&self, event: PoolEvent) {
-        let list = self
-            .inner
-            .listeners
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (_, listener) in list.iter() {
-            listener(&event);
-        }
-    }
-
-    fn unsubscribe(&self, id: u64) {
-        let mut list = self
-            .inner
-            .listeners
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        list.retain(|(i, _)| *i != id);
-        self.inner.active.store(!list.is_empty(), Ordering::Relaxed);
-    }
-}
-
-/// Keeps a pool listener subscribed; dropping it unsubscribes.
-pub struct PoolSubscription {
-    events: PoolEvents,
-    id: u64,
-}
-
-impl std::fmt::Debug for PoolSubscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolSubscription")
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
-impl Drop for PoolSubscription {
-    fn drop(&mut self) {
-        self.events.unsubscribe(self.id);
-    }
-}
+/// Keeps a pool-event listener subscribed; dropping it unsubscribes.
+pub type PoolSubscription = rampart_resilience::Subscription;

@@ -46,7 +46,6 @@
 
 pub mod balance;
 mod config;
-mod duration;
 mod error;
 mod event;
 mod health;
@@ -61,3 +60,8 @@ pub use health::HealthState;
 pub use manager::Manager;
 pub use pool::{Pool, Pooled};
 pub use stats::{ClosedCounts, PoolStats, WAIT_BUCKETS};
+
+/// The user guide, `docs/pools.md`: its examples run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/pools.md")]
+struct PoolsGuide;

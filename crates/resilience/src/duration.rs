@@ -99,23 +99,26 @@ pub fn format_duration(d: Duration) -> String {
     format!("{nanos}ns")
 }
 
-/// `#[serde(with = "...")]` support for `Duration` and `Option<Duration>` fields.
-pub(crate) mod serde_duration {
+/// `#[serde(with = "rampart_resilience::serde_duration")]` for a `Duration` field written as
+/// `"30s"`, and `rampart_resilience::serde_duration::option` for an `Option<Duration>`: every Rampart
+/// configuration spells durations the same way.
+pub mod serde_duration {
     use super::parse_duration;
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    /// Reads a duration string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         parse_duration(&s).map_err(serde::de::Error::custom)
     }
 
-    pub(crate) mod option {
+    /// For `Option<Duration>` fields.
+    pub mod option {
         use super::*;
 
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<Duration>, D::Error> {
+        /// Reads an optional duration string.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             let s = Option::<String>::deserialize(d)?;
             s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
                 .transpose()

@@ -92,16 +92,36 @@ pub enum Event {
     },
 }
 
-type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
+type Listener<E> = Arc<dyn Fn(&E) + Send + Sync>;
 
-#[derive(Default)]
-struct Inner {
+struct Inner<E> {
     active: AtomicBool,
     next_id: AtomicU64,
-    listeners: RwLock<Vec<(u64, Listener)>>,
+    listeners: RwLock<Vec<(u64, Listener<E>)>>,
 }
 
-/// A set of subscribers that policies emit [`Event`]s to. Cheap to clone; clones share subscribers.
+/// Removes a listener by id, whatever the event type; lets [`Subscription`] stay non-generic.
+trait Unsubscribe: Send + Sync {
+    fn unsubscribe(&self, id: u64);
+}
+
+impl<E: 'static> Unsubscribe for Inner<E> {
+    fn unsubscribe(&self, id: u64) {
+        let mut list = self
+            .listeners
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        list.retain(|(i, _)| *i != id);
+        self.active.store(!list.is_empty(), Ordering::Relaxed);
+    }
+}
+
+/// A set of subscribers to events of type `E`. Cheap to clone; clones share subscribers, so one
+/// set can serve many policies (or pools, or balancers). Emitting costs one relaxed atomic load
+/// when nobody subscribes: the event value is not even built.
+///
+/// [`Events`] is the set for the resilience policies' [`Event`]; other crates use it for their own
+/// event types (`rampart_pool::PoolEvents` is `Listeners<PoolEvent>`).
 ///
 /// ```
 /// use rampart_resilience::{Event, Events};
@@ -117,20 +137,42 @@ struct Inner {
 /// events.emit_with(|| Event::FallbackUsed { name: "x".into() });
 /// assert_eq!(seen.load(Ordering::Relaxed), 1);
 /// ```
-#[derive(Clone, Default)]
-pub struct Events {
-    inner: Arc<Inner>,
+pub struct Listeners<E> {
+    inner: Arc<Inner<E>>,
 }
 
-impl std::fmt::Debug for Events {
+/// The subscribers of the resilience policies' [`Event`]s.
+pub type Events = Listeners<Event>;
+
+impl<E> Clone for Listeners<E> {
+    fn clone(&self) -> Self {
+        Listeners {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<E> Default for Listeners<E> {
+    fn default() -> Self {
+        Listeners {
+            inner: Arc::new(Inner {
+                active: AtomicBool::new(false),
+                next_id: AtomicU64::new(0),
+                listeners: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for Listeners<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Events")
-            .field("active", &self.is_active())
+        f.debug_struct("Listeners")
+            .field("active", &self.inner.active.load(Ordering::Relaxed))
             .finish()
     }
 }
 
-impl Events {
+impl<E: 'static> Listeners<E> {
     /// A new, empty set of subscribers.
     pub fn new() -> Self {
         Self::default()
@@ -143,11 +185,12 @@ impl Events {
     }
 
     /// Calls `listener` with every event from now on, until the returned [`Subscription`] is
-    /// dropped. Listeners run on the caller's task and must be quick: count, or send to a channel.
+    /// dropped. Listeners run on the emitting task (sometimes inside a `Drop`) and must be quick:
+    /// count, or send to a channel.
     #[must_use = "dropping the subscription unsubscribes at once"]
     pub fn subscribe<F>(&self, listener: F) -> Subscription
     where
-        F: Fn(&Event) + Send + Sync + 'static,
+        F: Fn(&E) + Send + Sync + 'static,
     {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut list = self
@@ -158,16 +201,19 @@ impl Events {
         list.push((id, Arc::new(listener)));
         self.inner.active.store(true, Ordering::Relaxed);
         Subscription {
-            events: self.clone(),
+            owner: self.inner.clone(),
             id,
         }
     }
 
     /// Sends every event from now on into an unbounded channel, until the returned subscription is
     /// dropped.
-    pub fn channel(&self) -> (Subscription, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    pub fn channel(&self) -> (Subscription, tokio::sync::mpsc::UnboundedReceiver<E>)
+    where
+        E: Clone + Send,
+    {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let sub = self.subscribe(move |e| {
+        let sub = self.subscribe(move |e: &E| {
             let _ = tx.send(e.clone());
         });
         (sub, rx)
@@ -176,14 +222,14 @@ impl Events {
     /// Builds the event with `make` and hands it to every subscriber; does nothing (and does not call
     /// `make`) when nobody subscribes.
     #[inline]
-    pub fn emit_with(&self, make: impl FnOnce() -> Event) {
+    pub fn emit_with(&self, make: impl FnOnce() -> E) {
         if self.is_active() {
             self.emit_slow(make());
         }
     }
 
     #[cold]
-    fn emit_slow(&self, event: Event) {
+    fn emit_slow(&self, event: E) {
         let list = self
             .inner
             .listeners
@@ -193,21 +239,11 @@ impl Events {
             listener(&event);
         }
     }
-
-    fn unsubscribe(&self, id: u64) {
-        let mut list = self
-            .inner
-            .listeners
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        list.retain(|(i, _)| *i != id);
-        self.inner.active.store(!list.is_empty(), Ordering::Relaxed);
-    }
 }
 
 /// Keeps a listener subscribed; dropping it unsubscribes.
 pub struct Subscription {
-    events: Events,
+    owner: Arc<dyn Unsubscribe>,
     id: u64,
 }
 
@@ -221,7 +257,7 @@ impl std::fmt::Debug for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.events.unsubscribe(self.id);
+        self.owner.unsubscribe(self.id);
     }
 }
 

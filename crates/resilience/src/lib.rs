@@ -77,9 +77,9 @@ pub mod retry;
 pub mod timeout;
 
 pub use classify::{Classifier, ErrIsFailure, Outcome};
-pub use duration::{DurationError, format_duration, parse_duration};
+pub use duration::{DurationError, format_duration, parse_duration, serde_duration};
 pub use error::{ConfigError, ConfigProblem, Error};
-pub use event::{Event, Events, PolicyKind, Subscription};
+pub use event::{Event, Events, Listeners, PolicyKind, Subscription};
 pub use name::Name;
 pub use pipeline::Pipeline;
 pub use registry::Registry;

@@ -39,3 +39,8 @@
 
 pub mod proxy;
 pub mod server;
+
+/// The user guide, `docs/testkit.md`: its examples run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/testkit.md")]
+struct TestkitGuide;

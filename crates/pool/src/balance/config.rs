@@ -25,10 +25,16 @@ use super::{BalanceEvents, Balancer};
 pub struct BalancerConfig {
     /// Time constant of the peak EWMA latency: a lower sample weighs `1 - exp(-elapsed / decay)`.
     /// At least 1ms. Default `"10s"`.
-    #[serde(with = "serde_duration", default = "defaults::decay")]
+    #[serde(
+        with = "rampart_resilience::serde_duration",
+        default = "defaults::decay"
+    )]
     pub decay: Duration,
     /// The latency assumed for an endpoint that has no sample yet. At least 1us. Default `"30ms"`.
-    #[serde(with = "serde_duration", default = "defaults::default_rtt")]
+    #[serde(
+        with = "rampart_resilience::serde_duration",
+        default = "defaults::default_rtt"
+    )]
     pub default_rtt: Duration,
     /// Failures in a row that eject an endpoint; at least 1. Default 5.
     #[serde(default = "defaults::consecutive_failures")]
@@ -43,10 +49,16 @@ pub struct BalancerConfig {
     pub min_samples: u32,
     /// How long the first ejection lasts; the n-th ejection lasts n times as long (up to
     /// `max_ejection`). At least 1ms. Default `"30s"`.
-    #[serde(with = "serde_duration", default = "defaults::base_ejection")]
+    #[serde(
+        with = "rampart_resilience::serde_duration",
+        default = "defaults::base_ejection"
+    )]
     pub base_ejection: Duration,
     /// The longest an ejection lasts; at least `base_ejection`. Default `"5m"`.
-    #[serde(with = "serde_duration", default = "defaults::max_ejection")]
+    #[serde(
+        with = "rampart_resilience::serde_duration",
+        default = "defaults::max_ejection"
+    )]
     pub max_ejection: Duration,
     /// The largest share of endpoints ejected at the same time, in `[0, 1]`; whatever the share,
     /// one endpoint always stays. 0 turns ejection off. Default 0.5.
@@ -54,7 +66,10 @@ pub struct BalancerConfig {
     pub max_ejected_share: f64,
     /// After its ejection ends an endpoint's weight grows linearly from 0 to 1 over this time (a
     /// pick skips it with probability `1 - weight`). `"0s"` readmits at full weight. Default `"30s"`.
-    #[serde(with = "serde_duration", default = "defaults::ramp_up")]
+    #[serde(
+        with = "rampart_resilience::serde_duration",
+        default = "defaults::ramp_up"
+    )]
     pub ramp_up: Duration,
     /// Successes in a row after which one past ejection is forgiven, so the next ejection is one
     /// `base_ejection` shorter; at least 1. Default 100.
@@ -229,18 +244,6 @@ impl BalancerConfig {
             endpoints,
             events.clone(),
         ))
-    }
-}
-
-/// `#[serde(with = "serde_duration")]`: a `Duration` written as `"30s"`, read with
-/// [`rampart_resilience::parse_duration`].
-mod serde_duration {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        rampart_resilience::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 

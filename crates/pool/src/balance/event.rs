@@ -4,8 +4,6 @@
 //! (the same design as [`rampart_resilience::Events`], which has no balancing events).
 
 use rampart_resilience::Name;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Why an endpoint was ejected.
@@ -56,17 +54,8 @@ pub enum BalanceEvent {
     },
 }
 
-type Listener = Arc<dyn Fn(&BalanceEvent) + Send + Sync>;
-
-#[derive(Default)]
-struct Inner {
-    active: AtomicBool,
-    next_id: AtomicU64,
-    listeners: RwLock<Vec<(u64, Listener)>>,
-}
-
-/// A set of subscribers that balancers emit [`BalanceEvent`]s to. Cheap to clone; clones share
-/// subscribers.
+/// A set of subscribers that balancers emit [`BalanceEvent`]s to: the same listener set as
+/// [`rampart_resilience::Events`], for balance events. Cheap to clone; clones share subscribers.
 ///
 /// ```
 /// use rampart_pool::balance::{BalanceEvent, BalanceEvents};
@@ -81,123 +70,17 @@ struct Inner {
 /// });
 /// assert!(events.is_active());
 /// ```
-#[derive(Clone, Default)]
-pub struct BalanceEvents {
-    inner: Arc<Inner>,
-}
+pub type BalanceEvents = rampart_resilience::Listeners<BalanceEvent>;
 
-impl std::fmt::Debug for BalanceEvents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BalanceEvents")
-            .field("active", &self.is_active())
-            .finish()
-    }
-}
-
-impl BalanceEvents {
-    /// A new, empty set of subscribers.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// True if at least one subscriber is listening.
-    #[inline]
-    pub fn is_active(&self) -> bool {
-        self.inner.active.load(Ordering::Relaxed)
-    }
-
-    /// Calls `listener` with every event from now on, until the returned subscription is dropped.
-    /// Listeners run on the caller's task and must be quick: count, or send to a channel.
-    #[must_use = "dropping the subscription unsubscribes at once"]
-    pub fn subscribe<F>(&self, listener: F) -> BalanceSubscription
-    where
-        F: Fn(&BalanceEvent) + Send + Sync + 'static,
-    {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut list = self
-            .inner
-            .listeners
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        list.push((id, Arc::new(listener)));
-        self.inner.active.store(true, Ordering::Relaxed);
-        BalanceSubscription {
-            events: self.clone(),
-            id,
-        }
-    }
-
-    /// Sends every event from now on into an unbounded channel, until the returned subscription is
-    /// dropped.
-    pub fn channel(
-        &self,
-    ) -> (
-        BalanceSubscription,
-        tokio::sync::mpsc::UnboundedReceiver<BalanceEvent>,
-    ) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let sub = self.subscribe(move |e| {
-            let _ = tx.send(e.clone());
-        });
-        (sub, rx)
-    }
-
-    /// Builds the event with `make` and hands it to every subscriber; does nothing (and does not call
-    /// `make`) when nobody subscribes.
-    #[inline]
-    pub fn emit_with(&self, make: impl FnOnce() -> BalanceEvent) {
-        if self.is_active() {
-            self.emit_slow(make());
-        }
-    }
-
-    #[cold]
-    fn emit_slow(&self, event: BalanceEvent) {
-        let list = self
-            .inner
-            .listeners
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (_, listener) in list.iter() {
-            listener(&event);
-        }
-    }
-
-    fn unsubscribe(&self, id: u64) {
-        let mut list = self
-            .inner
-            .listeners
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        list.retain(|(i, _)| *i != id);
-        self.inner.active.store(!list.is_empty(), Ordering::Relaxed);
-    }
-}
-
-/// Keeps a listener subscribed to [`BalanceEvents`]; dropping it unsubscribes.
-pub struct BalanceSubscription {
-    events: BalanceEvents,
-    id: u64,
-}
-
-impl std::fmt::Debug for BalanceSubscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BalanceSubscription")
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
-impl Drop for BalanceSubscription {
-    fn drop(&mut self) {
-        self.events.unsubscribe(self.id);
-    }
-}
+/// Keeps a balance-event listener subscribed; dropping it unsubscribes.
+pub type BalanceSubscription = rampart_resilience::Subscription;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn nothing_is_built_without_subscribers_and_dropping_unsubscribes() {

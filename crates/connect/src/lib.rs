@@ -1,0 +1,49 @@
+//! Connectors for Rampart: a [`rampart_pool::Manager`] and a health check per backend, one cargo
+//! feature each.
+//!
+//! | feature | module | what it gives |
+//! | --- | --- | --- |
+//! | `postgres` | [`postgres`](crate::postgres) | `PgManager` over tokio-postgres, `pg_health` (version, primary or replica, latency) |
+//! | `redis` | [`redis`](crate::redis) | `RedisManager` over the `redis` crate, `redis_health` (version, master or replica, memory, latency) |
+//!
+//! No feature is on by default. Connections are plain TCP: TLS (rustls) for PostgreSQL and Redis
+//! is not part of this crate yet.
+//!
+//! Each connector has an `XConfig` (TOML-friendly, unknown keys refused, durations as `"5s"`)
+//! that validates into its manager; the manager goes into a [`rampart_pool::PoolConfig`] to make
+//! a pool, and the health function is what `rampart serve` uses as a probe.
+//!
+//! ```no_run
+//! # #[cfg(feature = "postgres")]
+//! # mod example {
+//! use rampart_connect::postgres::{PgConfig, PgError, pg_health};
+//! use rampart_pool::{PoolConfig, PoolEvents};
+//!
+//! async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//!     let manager = PgConfig::new("postgres://postgres@127.0.0.1:5432/postgres").build("db")?;
+//!     let pool = PoolConfig { max_size: 16, ..PoolConfig::default() }
+//!         .build("db", manager, &PoolEvents::new())?;
+//!
+//!     let mut conn = pool.acquire().await?;
+//!     match conn.query_one("SELECT 1 + 1", &[]).await {
+//!         Ok(row) => assert_eq!(row.get::<_, i32>(0), 2),
+//!         // A broken connection is closed instead of going back to the pool.
+//!         Err(e) => {
+//!             conn.observe(&PgError::from(e));
+//!         }
+//!     }
+//!     let health = pg_health(&conn).await?;
+//!     println!("postgresql {} ({}) in {:?}", health.server_version, health.role, health.latency);
+//!     drop(conn);
+//!     pool.close(std::time::Duration::from_secs(5)).await;
+//!     Ok(())
+//! }
+//! # }
+//! # fn main() {}
+//! ```
+
+mod duration;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
