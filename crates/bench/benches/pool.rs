@@ -54,6 +54,9 @@ struct RampartNoop;
 impl rampart_pool::Manager for RampartNoop {
     type Connection = NoopConn;
     type Error = std::io::Error;
+    // A no-op backend keeps no session state, so returned connections need no reset (deadpool
+    // and bb8 are likewise configured to do nothing per checkout; see the header).
+    const RESETS: bool = false;
     async fn connect(&self) -> Result<NoopConn, std::io::Error> {
         Ok(NoopConn)
     }

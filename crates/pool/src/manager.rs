@@ -7,7 +7,8 @@ use std::future::Future;
 /// The pool calls [`connect`](Manager::connect) (within `connect_timeout`, through the connect
 /// circuit breaker), [`is_valid`](Manager::is_valid) before handing out a connection unused for
 /// longer than `validation_bypass` and in the background (keepalive), and
-/// [`reset`](Manager::reset) on a connection that was returned, before it is handed out again.
+/// [`reset`](Manager::reset) on a connection that was returned, before it is handed out again
+/// (unless [`RESETS`](Manager::RESETS) is `false`).
 /// Methods must be cancellation-safe in the sense that a dropped future leaves no shared state
 /// broken; the pool closes a connection whose check or reset was interrupted.
 pub trait Manager: Send + Sync + 'static {
@@ -15,6 +16,12 @@ pub trait Manager: Send + Sync + 'static {
     type Connection: Send + 'static;
     /// The error connecting, validating or resetting can return.
     type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Whether [`reset`](Manager::reset) does anything. Leave it `true` when you override `reset`;
+    /// set it to `false` when a returned connection needs no reset (you keep the default no-op
+    /// `reset`): the pool then never calls `reset`, and hands a returned connection out again
+    /// straight from the idle list, without the reset step. Defaults to `true`.
+    const RESETS: bool = true;
 
     /// Opens a new connection.
     fn connect(&self) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;

@@ -30,11 +30,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::pin::pin;
-use std::task::Poll;
 use std::panic::Location;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use rampart_resilience::breaker::{BreakerConfig, CircuitBreaker};
@@ -276,12 +276,29 @@ impl<'a> Counted<'a> {
         c.fetch_add(1, Ordering::Relaxed);
         Counted(c)
     }
+
+    /// Counts with a sequentially consistent increment: the registration half of "register, then
+    /// look; change, then check for registrations" (see [`Shared::wake_returns`]).
+    fn seq_cst(c: &'a AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::SeqCst);
+        Counted(c)
+    }
 }
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// What the fast path got before it had to stop: nothing (no free permit), a permit (no idle
+/// connection), or a permit and an idle connection that needs only a reset, or that needs a
+/// validation or a close.
+enum Start<'a, C> {
+    Nothing,
+    Permit(SemaphorePermit<'a>),
+    Reset(SemaphorePermit<'a>, Conn<C>),
+    Conn(SemaphorePermit<'a>, Conn<C>),
 }
 
 /// A slot reserved for a connection being opened: gives the slot and the connect permit back (and
@@ -324,8 +341,14 @@ impl<M: Manager> Pool<M> {
         manager: M,
         events: PoolEvents,
     ) -> Result<Self, ConfigError> {
-        let breaker = BreakerConfig::consecutive(config.unhealthy_after, config.breaker_recovery)
-            .build(&format!("{name}.connect"), &Events::new())?;
+        let base = BreakerConfig::consecutive(config.unhealthy_after, config.breaker_recovery);
+        // The pool's recovery wait is fixed: the breaker's growing-wait cap must not be below it
+        // (a `breaker_recovery` above the default 5 min cap would otherwise fail to build).
+        let breaker = BreakerConfig {
+            max_wait_in_open: base.max_wait_in_open.max(config.breaker_recovery),
+            ..base
+        }
+        .build(&format!("{name}.connect"), &Events::new())?;
         let shared = Arc::new(Shared {
             name: Name::new(name),
             health: Health::new(config.unhealthy_after, config.recovery_successes),
@@ -572,22 +595,28 @@ impl<M: Manager> Pool<M> {
         for c in idle {
             s.close(c, CloseReason::PoolClosed);
         }
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now().checked_add(grace);
         loop {
             let returned = s.notify.notified();
-            tokio::pin!(returned);
+            let mut returned = pin!(returned);
             returned.as_mut().enable();
-            if s.in_use.load(Ordering::Acquire) == 0 {
+            let _registered = Counted::seq_cst(&s.notify_waiters);
+            if s.hot.in_use.load(Ordering::SeqCst) == 0 {
                 break;
             }
-            if tokio::time::timeout_at(deadline, returned).await.is_err() {
-                break;
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, returned).await.is_err() {
+                        break;
+                    }
+                }
+                None => returned.await,
             }
         }
         if let Some(task) = lock(&self.handle.maintenance).take() {
             task.abort();
         }
-        s.in_use.load(Ordering::Acquire)
+        s.hot.in_use.load(Ordering::Acquire)
     }
 }
 
@@ -630,7 +659,6 @@ impl<M: Manager> Shared<M> {
         self: &Arc<Self>,
         location: &'static Location<'static>,
     ) -> Result<Pooled<M>, AcquireError> {
-        let start = Instant::now();
         if self.closed.load(Ordering::Acquire) {
             self.fail(CheckoutFailure::PoolClosed);
             return Err(AcquireError::Closed {
@@ -643,37 +671,28 @@ impl<M: Manager> Shared<M> {
                 pool: self.name.clone(),
             });
         }
-        let _waiting = Counted::new(&self.waiters);
-        let result = tokio::time::timeout(self.config.acquire_timeout, self.checkout()).await;
-        let waited = start.elapsed();
-        if waited > self.config.degraded_wait {
-            self.interval_slow_waits.fetch_add(1, Ordering::Relaxed);
-        }
-        match result {
-            Ok(Ok(conn)) => {
-                let now = Instant::now();
-                if self.config.leak_detection_threshold.is_some() {
-                    lock(&self.state).out.insert(
-                        conn.id,
-                        Checkout {
-                            since: now,
-                            location,
-                            reported: false,
-                        },
-                    );
+        // The only clock read of a checkout that does not wait.
+        let start = Instant::now();
+        let mut first = match self.try_checkout(start) {
+            Ok(conn) => return Ok(self.checked_out(conn, start, Duration::ZERO, location)),
+            Err(first) => first,
+        };
+        if let Start::Reset(permit, conn) = first {
+            // A fit connection that only needs its reset: with a reset that completes at once
+            // (the default), no timer, no registration, no further clock read.
+            let (result, waited, since) = self.timed(start, pin!(self.reset(conn))).await;
+            match result {
+                Ok(Some(conn)) => {
+                    permit.forget();
+                    return Ok(self.checked_out(conn, since, waited, location));
                 }
-                self.in_use.fetch_add(1, Ordering::AcqRel);
-                self.checkouts.fetch_add(1, Ordering::Relaxed);
-                self.wait.record(waited);
-                let id = conn.id;
-                self.emit(|pool| PoolEvent::ConnectionCheckedOut { pool, id, waited });
-                Ok(Pooled {
-                    conn: Some(conn),
-                    shared: self.clone(),
-                    since: now,
-                    broken: false,
-                })
+                Ok(None) => first = Start::Permit(permit),
+                Err(_) => return Err(self.timed_out(waited)),
             }
+        }
+        let (result, waited, since) = self.timed(start, pin!(self.checkout(start, first))).await;
+        match result {
+            Ok(Ok(conn)) => Ok(self.checked_out(conn, since, waited, location)),
             Ok(Err(e)) => {
                 self.fail(match &e {
                     AcquireError::Closed { .. } => CheckoutFailure::PoolClosed,
@@ -682,15 +701,100 @@ impl<M: Manager> Shared<M> {
                 });
                 Err(e)
             }
-            Err(_) => {
-                self.timeouts.fetch_add(1, Ordering::Relaxed);
-                self.fail(CheckoutFailure::Timeout);
-                Err(AcquireError::Timeout {
-                    pool: self.name.clone(),
-                    waited,
-                })
-            }
+            Err(_) => Err(self.timed_out(waited)),
         }
+    }
+
+    /// Runs a step of an acquire that began at `start`: polled once as is, and only if it has to
+    /// wait, counted as a waiter and bounded by what is left of `acquire_timeout`. Returns the
+    /// outcome, the time waited (zero if it did not wait) and the time it ended (`start` if it did
+    /// not wait).
+    async fn timed<F: Future>(
+        &self,
+        start: Instant,
+        mut step: std::pin::Pin<&mut F>,
+    ) -> (
+        Result<F::Output, tokio::time::error::Elapsed>,
+        Duration,
+        Instant,
+    ) {
+        let first = std::future::poll_fn(|cx| Poll::Ready(step.as_mut().poll(cx))).await;
+        if let Poll::Ready(output) = first {
+            return (Ok(output), Duration::ZERO, start);
+        }
+        let waiting = Counted::new(&self.waiters);
+        let result = match start.checked_add(self.config.acquire_timeout) {
+            Some(deadline) => tokio::time::timeout_at(deadline, step).await,
+            None => Ok(step.await),
+        };
+        drop(waiting);
+        let now = Instant::now();
+        let waited = now.duration_since(start);
+        if waited > self.config.degraded_wait {
+            self.interval_slow_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        (result, waited, now)
+    }
+
+    fn timed_out(&self, waited: Duration) -> AcquireError {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.fail(CheckoutFailure::Timeout);
+        AcquireError::Timeout {
+            pool: self.name.clone(),
+            waited,
+        }
+    }
+
+    /// Records a successful checkout made at `now` after waiting `waited`.
+    fn checked_out(
+        self: &Arc<Self>,
+        conn: Conn<M::Connection>,
+        now: Instant,
+        waited: Duration,
+        location: &'static Location<'static>,
+    ) -> Pooled<M> {
+        if self.config.leak_detection_threshold.is_some() {
+            lock(&self.state).out.insert(
+                conn.id,
+                Checkout {
+                    since: now,
+                    location,
+                    reported: false,
+                },
+            );
+        }
+        self.hot.in_use.fetch_add(1, Ordering::Relaxed);
+        self.hot.wait.record(waited);
+        let id = conn.id;
+        self.emit(|pool| PoolEvent::ConnectionCheckedOut { pool, id, waited });
+        Pooled {
+            conn: Some(conn),
+            shared: self.clone(),
+            since: now,
+            broken: false,
+        }
+    }
+
+    /// The synchronous fast path: a free permit (never ahead of a queued waiter) and an idle
+    /// connection that is fit and needs neither reset nor validation. On success the permit is
+    /// forgotten (the connection carries it); otherwise returns what it got for the slow path.
+    fn try_checkout(&self, now: Instant) -> Result<Conn<M::Connection>, Start<'_, M::Connection>> {
+        let Ok(permit) = self.permits.try_acquire() else {
+            return Err(Start::Nothing);
+        };
+        let Some(conn) = lock(&self.state).idle.pop_front() else {
+            return Err(Start::Permit(permit));
+        };
+        if now.duration_since(conn.last_used) >= self.config.validation_bypass
+            || self.unfit(&conn, now).is_some()
+        {
+            return Err(Start::Conn(permit, conn));
+        }
+        if M::RESETS && conn.dirty {
+            return Err(Start::Reset(permit, conn));
+        }
+        permit.forget();
+        Ok(conn)
     }
 
     fn rejected(&self) -> Option<AcquireError> {
@@ -707,38 +811,42 @@ impl<M: Manager> Shared<M> {
         None
     }
 
-    /// Takes a permit (FIFO), then an idle or new connection. On success the permit is forgotten:
-    /// the returned connection carries it, and gives it back when checked in.
-    async fn checkout(&self) -> Result<Conn<M::Connection>, AcquireError> {
-        let permit = loop {
-            let interrupted = self.interrupt.notified();
-            tokio::pin!(interrupted);
-            interrupted.as_mut().enable();
-            if let Some(e) = self.rejected() {
-                return Err(e);
+    /// The slow path, from where [`try_checkout`](Self::try_checkout) stopped: takes a permit
+    /// (FIFO), then an idle or new connection. On success the permit is forgotten: the returned
+    /// connection carries it, and gives it back when checked in.
+    async fn checkout(
+        &self,
+        start: Instant,
+        first: Start<'_, M::Connection>,
+    ) -> Result<Conn<M::Connection>, AcquireError> {
+        let mut now = start;
+        let permit = match first {
+            Start::Conn(permit, conn) | Start::Reset(permit, conn) => {
+                if let Some(conn) = self.prepare(conn, now).await {
+                    permit.forget();
+                    return Ok(conn);
+                }
+                now = Instant::now();
+                permit
             }
-            tokio::select! {
-                biased;
-                permit = self.permits.acquire() => match permit {
-                    Ok(p) => break p,
-                    Err(_) => return Err(AcquireError::Closed { pool: self.name.clone() }),
-                },
-                () = &mut interrupted => continue,
+            Start::Permit(permit) => permit,
+            Start::Nothing => {
+                let permit = self.queue().await?;
+                now = Instant::now();
+                permit
             }
         };
         loop {
-            let changed = self.notify.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
             if let Some(e) = self.rejected() {
                 return Err(e);
             }
             let idle = lock(&self.state).idle.pop_front();
             if let Some(conn) = idle {
-                if let Some(conn) = self.prepare(conn).await {
+                if let Some(conn) = self.prepare(conn, now).await {
                     permit.forget();
                     return Ok(conn);
                 }
+                now = Instant::now();
                 continue;
             }
             if let Some(opening) = self.reserve() {
@@ -746,8 +854,47 @@ impl<M: Manager> Shared<M> {
                 permit.forget();
                 return Ok(conn);
             }
-            changed.await;
+            // Register, then look once more: a change after the look wakes us (see
+            // `wake_returns`), one before it is seen.
+            let changed = self.notify.notified();
+            let mut changed = pin!(changed);
+            changed.as_mut().enable();
+            let registered = Counted::seq_cst(&self.notify_waiters);
+            let again = self.rejected().is_some()
+                || !lock(&self.state).idle.is_empty()
+                || self.can_reserve();
+            if !again {
+                changed.await;
+                now = Instant::now();
+            }
+            drop(registered);
         }
+    }
+
+    /// Queues for a permit in FIFO order, failing fast on pause and close.
+    async fn queue(&self) -> Result<SemaphorePermit<'_>, AcquireError> {
+        loop {
+            let interrupted = self.interrupt.notified();
+            let mut interrupted = pin!(interrupted);
+            interrupted.as_mut().enable();
+            if let Some(e) = self.rejected() {
+                return Err(e);
+            }
+            tokio::select! {
+                biased;
+                permit = self.permits.acquire() => match permit {
+                    Ok(p) => return Ok(p),
+                    Err(_) => return Err(AcquireError::Closed { pool: self.name.clone() }),
+                },
+                () = &mut interrupted => continue,
+            }
+        }
+    }
+
+    /// Whether [`reserve`](Self::reserve) would find a slot and a connect permit now.
+    fn can_reserve(&self) -> bool {
+        self.connecting.available_permits() > 0
+            && self.size.load(Ordering::SeqCst) < self.max_size.load(Ordering::Acquire)
     }
 
     /// Reserves a slot and a connect permit, if both are free.
@@ -852,15 +999,28 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Resets a returned connection and validates one unused for longer than the bypass.
-    async fn prepare(&self, conn: Conn<M::Connection>) -> Option<Conn<M::Connection>> {
-        let now = Instant::now();
+    /// Resets a returned connection and validates one unused for longer than the bypass, as of
+    /// `now`.
+    async fn prepare(
+        &self,
+        conn: Conn<M::Connection>,
+        now: Instant,
+    ) -> Option<Conn<M::Connection>> {
         if let Some(reason) = self.unfit(&conn, now) {
             self.close(conn, reason);
             return None;
         }
         let needs_check = now.duration_since(conn.last_used) >= self.config.validation_bypass;
-        if !conn.dirty && !needs_check {
+        let needs_reset = M::RESETS && conn.dirty;
+        if !needs_reset && !needs_check {
+            return Some(conn);
+        }
+        let conn = if needs_reset {
+            self.reset(conn).await?
+        } else {
+            conn
+        };
+        if !needs_check {
             return Some(conn);
         }
         let mut checking = Checking {
@@ -868,23 +1028,29 @@ impl<M: Manager> Shared<M> {
             conn: Some(conn),
         };
         let c = checking.conn.as_mut()?;
-        if c.dirty {
-            match self.manager.reset(&mut c.raw).await {
-                Err(e) if self.manager.is_fatal(&e) => {
-                    let c = checking.conn.take()?;
-                    self.close(c, CloseReason::Error);
-                    return None;
-                }
-                _ => c.dirty = false,
-            }
+        if !self.validate(&mut c.raw).await {
+            let c = checking.conn.take()?;
+            self.close(c, CloseReason::Invalid);
+            return None;
         }
-        if needs_check {
-            if !self.validate(&mut c.raw).await {
+        c.last_checked = Instant::now();
+        checking.conn.take()
+    }
+
+    /// Resets a returned connection; closes it if the reset fails fatally or is dropped midway.
+    async fn reset(&self, conn: Conn<M::Connection>) -> Option<Conn<M::Connection>> {
+        let mut checking = Checking {
+            shared: self,
+            conn: Some(conn),
+        };
+        let c = checking.conn.as_mut()?;
+        match self.manager.reset(&mut c.raw).await {
+            Err(e) if self.manager.is_fatal(&e) => {
                 let c = checking.conn.take()?;
-                self.close(c, CloseReason::Invalid);
+                self.close(c, CloseReason::Error);
                 return None;
             }
-            c.last_checked = Instant::now();
+            _ => c.dirty = false,
         }
         checking.conn.take()
     }
@@ -918,7 +1084,7 @@ impl<M: Manager> Shared<M> {
 
     /// Ends a checkout: in-use count, permit, leak record.
     fn leave(&self, id: Option<u64>, since: Instant) {
-        self.in_use.fetch_sub(1, Ordering::AcqRel);
+        self.hot.in_use.fetch_sub(1, Ordering::SeqCst);
         if let Some(id) = id {
             self.end_leak(id, since);
         }
@@ -959,13 +1125,24 @@ impl<M: Manager> Shared<M> {
             Some(reason) => self.close(conn, reason),
             None => {
                 conn.last_used = now;
-                conn.dirty = true;
+                conn.dirty = M::RESETS;
                 lock(&self.state).idle.push_front(conn);
             }
         }
-        self.in_use.fetch_sub(1, Ordering::AcqRel);
+        self.hot.in_use.fetch_sub(1, Ordering::SeqCst);
         self.release_permit();
-        self.notify.notify_waiters();
+        self.wake_returns();
+    }
+
+    /// Wakes the tasks waiting on `notify` for a returned connection or a drop in `in_use`, if any
+    /// is registered. Call after the change (an idle push under the state lock, or a `SeqCst`
+    /// decrement of `in_use`). A waiter enables its `Notified`, then registers (`SeqCst`), then
+    /// looks (under the lock, or `SeqCst`): either its look sees the change, or this load sees its
+    /// registration and wakes it; no wakeup is lost, and with nobody registered this is one load.
+    fn wake_returns(&self) {
+        if self.notify_waiters.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
     }
 
     /// One round of maintenance: leaks, idle timeouts, lifetimes, keepalive, `min_idle`, health.

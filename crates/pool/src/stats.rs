@@ -28,7 +28,11 @@ impl WaitHistogram {
     }
 
     pub(crate) fn record(&self, wait: Duration) {
-        self.buckets[Self::bucket(wait)].fetch_add(1, Ordering::Relaxed);
+        if wait.is_zero() {
+            self.buckets[0].fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.buckets[Self::bucket(wait)].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Vec<u64> {

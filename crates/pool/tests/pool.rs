@@ -462,3 +462,161 @@ async fn lifecycle_events_come_in_order() {
         ]
     );
 }
+
+#[test]
+fn eight_tasks_hammering_three_connections_on_four_workers_stay_consistent() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (pool, backend, _) = pool_with(PoolConfig {
+            max_size: 3,
+            acquire_timeout: Duration::from_secs(60),
+            ..PoolConfig::default()
+        });
+        let done = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let pool = pool.clone();
+            let done = done.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(t);
+                for _ in 0..5_000 {
+                    match rng.u8(0..4) {
+                        // Drop the acquire after polling it once: queued or not.
+                        0 => {
+                            let mut fut = Box::pin(pool.acquire());
+                            if let Some(c) = futures_poll(&mut fut).await {
+                                drop(c.unwrap());
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        // Hold it across a yield, so others queue.
+                        1 => {
+                            let c = pool.acquire().await.unwrap();
+                            tokio::task::yield_now().await;
+                            drop(c);
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            drop(pool.acquire().await.unwrap());
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let s = pool.stats();
+        assert_eq!((s.in_use, s.waiters, s.pending_connects), (0, 0, 0));
+        assert!(s.size <= 3, "{s:?}");
+        assert_eq!(s.size, s.idle);
+        assert_eq!(backend.live.load(Ordering::SeqCst), s.size);
+        assert_eq!(s.checkouts, done.load(Ordering::Relaxed));
+        assert_eq!(s.acquire_wait.iter().sum::<u64>(), s.checkouts);
+        // All three are still there to take, at once.
+        let all = tokio::time::timeout(Duration::from_secs(5), futures_all(&pool, 3))
+            .await
+            .expect("every connection came back");
+        assert_eq!(all.len(), 3);
+        assert_eq!(pool.stats().in_use, 3);
+    });
+}
+
+/// A manager whose reset is a no-op, and says so: returned connections skip it.
+#[derive(Clone, Default)]
+struct NoReset(TestManager, Arc<AtomicU64>);
+
+impl Manager for NoReset {
+    type Connection = TestConn;
+    type Error = std::io::Error;
+    const RESETS: bool = false;
+    async fn connect(&self) -> Result<TestConn, std::io::Error> {
+        self.0.connect().await
+    }
+    async fn is_valid(&self, conn: &mut TestConn) -> Result<(), std::io::Error> {
+        self.0.is_valid(conn).await
+    }
+    async fn reset(&self, _conn: &mut TestConn) -> Result<(), std::io::Error> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Counts resets; a reset with this manager fails fatally on connection 0.
+#[derive(Clone, Default)]
+struct Resets(TestManager, Arc<AtomicU64>);
+
+impl Manager for Resets {
+    type Connection = TestConn;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<TestConn, std::io::Error> {
+        self.0.connect().await
+    }
+    async fn is_valid(&self, conn: &mut TestConn) -> Result<(), std::io::Error> {
+        self.0.is_valid(conn).await
+    }
+    async fn reset(&self, conn: &mut TestConn) -> Result<(), std::io::Error> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        if conn.id == 0 {
+            Err(std::io::Error::other("broken on reset"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_manager_without_resets_hands_returned_connections_out_unreset() {
+    let manager = NoReset::default();
+    let resets = manager.1.clone();
+    let pool = sized(2).build("db", manager, &PoolEvents::new()).unwrap();
+    for _ in 0..10 {
+        drop(pool.acquire().await.unwrap());
+    }
+    assert_eq!(resets.load(Ordering::SeqCst), 0);
+    assert_eq!(pool.stats().checkouts, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn returned_connections_are_reset_before_reuse_and_closed_if_it_fails() {
+    let manager = Resets::default();
+    let resets = manager.1.clone();
+    let pool = sized(2).build("db", manager, &PoolEvents::new()).unwrap();
+    let first = pool.acquire().await.unwrap();
+    assert_eq!(first.id, 0);
+    assert_eq!(
+        resets.load(Ordering::SeqCst),
+        0,
+        "a new connection is clean"
+    );
+    drop(first);
+    // Connection 0 fails its reset (which waits a turn): it closes, and a new one is opened.
+    let second = pool.acquire().await.unwrap();
+    assert_eq!(second.id, 1);
+    assert_eq!(resets.load(Ordering::SeqCst), 1);
+    drop(second);
+    let third = pool.acquire().await.unwrap();
+    assert_eq!(third.id, 1);
+    assert_eq!(resets.load(Ordering::SeqCst), 2);
+    let s = pool.stats();
+    assert_eq!((s.closed.error, s.size, s.in_use), (1, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_recovery_longer_than_five_minutes_builds() {
+    let config = PoolConfig {
+        breaker_recovery: Duration::from_secs(600),
+        ..sized(2)
+    };
+    let mut errors = rampart_resilience::ConfigError::new(None);
+    config.validate("p", &mut errors);
+    assert!(errors.is_empty(), "{errors}");
+    let (pool, _backend, _events) = pool_with(config);
+    assert!(pool.acquire().await.is_ok());
+}
