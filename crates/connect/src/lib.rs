@@ -3,8 +3,8 @@
 //!
 //! | feature | module | what it gives |
 //! | --- | --- | --- |
-//! | `postgres` | [`postgres`](crate::postgres) | `PgManager` over tokio-postgres, `pg_health` (version, primary or replica, latency) |
-//! | `redis` | [`redis`](crate::redis) | `RedisManager` over the `redis` crate, `redis_health` (version, master or replica, memory, latency) |
+//! | `postgres` | [`postgres`] | `PgManager` over tokio-postgres, `pg_health` (version, primary or replica, latency) |
+//! | `redis` | [`redis`] | `RedisManager` over the `redis` crate, `redis_health` (version, master or replica, memory, latency) |
 //!
 //! No feature is on by default. Connections are plain TCP: TLS (rustls) for PostgreSQL and Redis
 //! is not part of this crate yet.
