@@ -76,7 +76,7 @@ pub struct PgConfig {
     pub application_name: String,
     /// `statement_timeout` of every session, sent at connection start. Default: none (the
     /// server's); at least 1ms when set.
-    #[serde(with = "crate::duration::serde_duration::option", default)]
+    #[serde(with = "rampart_resilience::serde_duration::option", default)]
     pub statement_timeout: Option<Duration>,
     /// Run `ROLLBACK` and `DISCARD ALL` on a returned connection before it is handed out again,
     /// so no session state (temporary tables, `SET`s, prepared statements, an open transaction)
@@ -88,7 +88,7 @@ pub struct PgConfig {
     /// Longest a validity check or a reset may take before the connection is judged broken.
     /// Default `"5s"`; at least 1ms.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::check_timeout"
     )]
     pub check_timeout: Duration,

@@ -63,7 +63,7 @@ pub struct RedisConfig {
     /// Longest one command (or pipeline) waits for its reply; then it fails with a timeout, which
     /// closes the connection when reported to the pool. Default `"5s"`; at least 1ms.
     #[serde(
-        with = "crate::duration::serde_duration",
+        with = "rampart_resilience::serde_duration",
         default = "defaults::response_timeout"
     )]
     pub response_timeout: Duration,
