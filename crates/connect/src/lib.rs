@@ -47,3 +47,8 @@ mod duration;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+
+/// The user guide, `docs/connectors.md`: its examples compile as doc tests so they stay true.
+#[cfg(all(doctest, feature = "postgres", feature = "redis"))]
+#[doc = include_str!("../../../docs/connectors.md")]
+struct ConnectorsGuide;
