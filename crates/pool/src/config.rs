@@ -41,8 +41,10 @@ pub struct PoolConfig {
         default = "defaults::acquire_timeout"
     )]
     pub acquire_timeout: Duration,
-    /// An idle connection beyond `min_idle` is closed after this long unused. Default `"10m"`;
-    /// `"0s"` disables.
+    /// An idle connection beyond `min_idle` is closed after this long unused: timed-out idle
+    /// connections close, oldest first, while more than `min_idle` connections are idle
+    /// (connections in use do not count), so the pool never closes an idle connection only to
+    /// reopen it for `min_idle`. Default `"10m"`; `"0s"` disables.
     #[serde(
         with = "rampart_resilience::serde_duration",
         default = "defaults::idle_timeout"
@@ -73,6 +75,15 @@ pub struct PoolConfig {
         default = "defaults::validation_bypass"
     )]
     pub validation_bypass: Duration,
+    /// Longest one validation ([`Manager::is_valid`]) or reset ([`Manager::reset`]) may take, at
+    /// checkout and in the background; one that takes longer counts as a failed validation and
+    /// closes the connection ([`CloseReason::Invalid`](crate::CloseReason::Invalid)), so a frozen
+    /// server stalls neither acquires nor the maintenance task. Default `"5s"`; at least 1ms.
+    #[serde(
+        with = "rampart_resilience::serde_duration",
+        default = "defaults::validation_timeout"
+    )]
+    pub validation_timeout: Duration,
     /// Most connects in flight at once. Default 2; at least 1.
     #[serde(default = "defaults::max_connecting")]
     pub max_connecting: usize,
@@ -142,6 +153,9 @@ pub(crate) mod defaults {
     pub(crate) fn validation_bypass() -> Duration {
         Duration::from_millis(500)
     }
+    pub(crate) fn validation_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
     pub(crate) fn max_connecting() -> usize {
         2
     }
@@ -177,6 +191,7 @@ impl Default for PoolConfig {
             lifetime_jitter: defaults::lifetime_jitter(),
             keepalive_interval: defaults::keepalive_interval(),
             validation_bypass: defaults::validation_bypass(),
+            validation_timeout: defaults::validation_timeout(),
             max_connecting: defaults::max_connecting(),
             leak_detection_threshold: None,
             maintenance_interval: defaults::maintenance_interval(),
@@ -238,6 +253,11 @@ impl PoolConfig {
                 format!("must be between 0 and 0.5, got {}", self.lifetime_jitter),
             );
         }
+        at_least_1ms(
+            errors,
+            format!("{path}.validation_timeout"),
+            self.validation_timeout,
+        );
         if self.max_connecting == 0 || self.max_connecting > MAX_POOL_SIZE {
             errors.push(
                 format!("{path}.max_connecting"),
@@ -318,6 +338,7 @@ mod tests {
             acquire_timeout: Duration::ZERO,
             lifetime_jitter: 0.9,
             max_connecting: 0,
+            validation_timeout: Duration::ZERO,
             ..PoolConfig::default()
         };
         let mut errors = ConfigError::new(None);
@@ -330,6 +351,7 @@ mod tests {
                 "pool.orders.min_idle",
                 "pool.orders.acquire_timeout",
                 "pool.orders.lifetime_jitter",
+                "pool.orders.validation_timeout",
                 "pool.orders.max_connecting"
             ]
         );
@@ -353,6 +375,7 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert_eq!(file.pool.validation_bypass, Duration::from_millis(500));
+        assert_eq!(file.pool.validation_timeout, Duration::from_secs(5));
         assert!(toml_like::<PoolConfig>(r#"{"max_sise": 4}"#).is_err());
         assert!(toml_like::<PoolConfig>(r#"{"idle_timeout": "soon"}"#).is_err());
     }

@@ -48,7 +48,11 @@ pub enum AcquireError {
         #[source]
         source: BoxError,
     },
-    /// Opening a new connection took longer than `connect_timeout`.
+    /// Opening a new connection took longer than `connect_timeout`. A connect failure:
+    /// [`is_connect`](AcquireError::is_connect) is true, [`is_timeout`](AcquireError::is_timeout)
+    /// is not (it means the wait for a connection from the pool ran out), and the
+    /// [`CheckoutFailed`](crate::PoolEvent::CheckoutFailed) event files it as
+    /// [`ConnectionError`](crate::CheckoutFailure::ConnectionError).
     #[error("connecting to {pool} timed out after {after:?}")]
     ConnectTimeout {
         /// The pool's name.
@@ -59,12 +63,12 @@ pub enum AcquireError {
 }
 
 impl AcquireError {
-    /// True if the acquire or its connect timed out.
+    /// True if the acquire waited `acquire_timeout` for a connection from the pool
+    /// ([`Timeout`](AcquireError::Timeout)). A connect that took longer than `connect_timeout` is
+    /// a connect failure ([`ConnectTimeout`](AcquireError::ConnectTimeout), see
+    /// [`is_connect`](Self::is_connect)), not this.
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            AcquireError::Timeout { .. } | AcquireError::ConnectTimeout { .. }
-        )
+        matches!(self, AcquireError::Timeout { .. })
     }
     /// True if the pool is closed.
     pub fn is_closed(&self) -> bool {
@@ -78,7 +82,8 @@ impl AcquireError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, AcquireError::Unavailable { .. })
     }
-    /// True if a connect failed or timed out.
+    /// True if a connect failed or took longer than `connect_timeout`
+    /// ([`Connect`](AcquireError::Connect) or [`ConnectTimeout`](AcquireError::ConnectTimeout)).
     pub fn is_connect(&self) -> bool {
         matches!(
             self,

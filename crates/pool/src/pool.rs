@@ -157,7 +157,9 @@ struct Shared<M: Manager> {
     waiters: AtomicUsize,
     pending: AtomicUsize,
     generation: AtomicU64,
-    paused: AtomicBool,
+    /// Bit 0: paused. The other bits count the pauses, so a recovery probe resumes the pool only
+    /// if no pause came after the probe began (see [`Shared::resume_after_probe`]).
+    pause_state: AtomicU64,
     closed: AtomicBool,
     next_id: AtomicU64,
     timeouts: AtomicU64,
@@ -376,7 +378,7 @@ impl<M: Manager> Pool<M> {
             waiters: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
-            paused: AtomicBool::new(false),
+            pause_state: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             timeouts: AtomicU64::new(0),
@@ -505,10 +507,18 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Pauses the pool: acquires (queued ones too) fail fast with [`AcquireError::Paused`] until
-    /// [`resume`](Self::resume) or until a background connect succeeds.
+    /// [`resume`](Self::resume) or until the maintenance task's recovery probe succeeds (each
+    /// round while paused, one connect, or the validation of an idle connection when the pool is
+    /// full). A connect that began before the pause does not resume it.
     pub fn pause(&self) {
         let s = self.shared();
-        if !s.paused.swap(true, Ordering::AcqRel) {
+        let before = s
+            .pause_state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(((p >> 1).wrapping_add(1) << 1) | 1)
+            })
+            .unwrap_or_else(|p| p);
+        if before & 1 == 0 {
             s.events.emit_with(|| PoolEvent::PoolPaused {
                 pool: s.name.clone(),
             });
@@ -524,7 +534,7 @@ impl<M: Manager> Pool<M> {
 
     /// True while paused.
     pub fn is_paused(&self) -> bool {
-        self.shared().paused.load(Ordering::Acquire)
+        self.shared().is_paused()
     }
 
     /// True once [`close`](Self::close) has started.
@@ -625,8 +635,24 @@ impl<M: Manager> Shared<M> {
         self.events.emit_with(|| make(self.name.clone()));
     }
 
+    fn is_paused(&self) -> bool {
+        self.pause_state.load(Ordering::Acquire) & 1 == 1
+    }
+
     fn resume(&self) {
-        if self.paused.swap(false, Ordering::AcqRel) {
+        if self.pause_state.fetch_and(!1, Ordering::AcqRel) & 1 == 1 {
+            self.emit(|pool| PoolEvent::PoolReady { pool });
+        }
+    }
+
+    /// Resumes the pool after a successful recovery probe that began when the pause state was
+    /// `seen`, unless the pool was resumed or paused again since.
+    fn resume_after_probe(&self, seen: u64) {
+        if self
+            .pause_state
+            .compare_exchange(seen, seen & !1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             self.emit(|pool| PoolEvent::PoolReady { pool });
         }
     }
@@ -665,7 +691,7 @@ impl<M: Manager> Shared<M> {
                 pool: self.name.clone(),
             });
         }
-        if self.paused.load(Ordering::Acquire) {
+        if self.is_paused() {
             self.fail(CheckoutFailure::Paused);
             return Err(AcquireError::Paused {
                 pool: self.name.clone(),
@@ -803,7 +829,7 @@ impl<M: Manager> Shared<M> {
                 pool: self.name.clone(),
             });
         }
-        if self.paused.load(Ordering::Acquire) {
+        if self.is_paused() {
             return Some(AcquireError::Paused {
                 pool: self.name.clone(),
             });
@@ -938,11 +964,14 @@ impl<M: Manager> Shared<M> {
                 let took = now - started;
                 self.emit(|pool| PoolEvent::ConnectionReady { pool, id, took });
                 self.health_changed(self.health.on_connect(true));
-                self.resume();
                 let lifetime = self.config.max_lifetime;
-                let retire_at = (!lifetime.is_zero()).then(|| {
-                    now + lifetime - lifetime.mul_f64(fastrand::f64() * self.config.lifetime_jitter)
-                });
+                // A lifetime too long for the clock never ends.
+                let retire_at = if lifetime.is_zero() {
+                    None
+                } else {
+                    let jitter = lifetime.mul_f64(fastrand::f64() * self.config.lifetime_jitter);
+                    now.checked_add(lifetime.saturating_sub(jitter))
+                };
                 return Ok(Conn {
                     raw,
                     id,
@@ -1037,34 +1066,53 @@ impl<M: Manager> Shared<M> {
         checking.conn.take()
     }
 
-    /// Resets a returned connection; closes it if the reset fails fatally or is dropped midway.
+    /// Resets a returned connection; closes it if the reset fails fatally (as an error), takes
+    /// longer than `validation_timeout` (as invalid, counted as a failed validation) or is dropped
+    /// midway (as interrupted).
     async fn reset(&self, conn: Conn<M::Connection>) -> Option<Conn<M::Connection>> {
         let mut checking = Checking {
             shared: self,
             conn: Some(conn),
         };
         let c = checking.conn.as_mut()?;
-        match self.manager.reset(&mut c.raw).await {
-            Err(e) if self.manager.is_fatal(&e) => {
+        let reset = self.manager.reset(&mut c.raw);
+        match tokio::time::timeout(self.config.validation_timeout, reset).await {
+            Ok(Err(e)) if self.manager.is_fatal(&e) => {
                 let c = checking.conn.take()?;
                 self.close(c, CloseReason::Error);
                 return None;
             }
-            _ => c.dirty = false,
+            Ok(_) => c.dirty = false,
+            Err(_) => {
+                self.count_validation(false);
+                let c = checking.conn.take()?;
+                self.close(c, CloseReason::Invalid);
+                return None;
+            }
         }
         checking.conn.take()
     }
 
+    /// Validates a connection within `validation_timeout`: false if `is_valid` failed or took
+    /// longer.
     async fn validate(&self, raw: &mut M::Connection) -> bool {
+        let check = self.manager.is_valid(raw);
+        let ok = matches!(
+            tokio::time::timeout(self.config.validation_timeout, check).await,
+            Ok(Ok(()))
+        );
+        self.count_validation(ok);
+        ok
+    }
+
+    fn count_validation(&self, ok: bool) {
         self.validations.fetch_add(1, Ordering::Relaxed);
         self.interval_validations.fetch_add(1, Ordering::Relaxed);
-        let ok = self.manager.is_valid(raw).await.is_ok();
         if !ok {
             self.validation_failures.fetch_add(1, Ordering::Relaxed);
             self.interval_validation_failures
                 .fetch_add(1, Ordering::Relaxed);
         }
-        ok
     }
 
     /// Closes a connection the pool holds (not checked out).
@@ -1145,6 +1193,45 @@ impl<M: Manager> Shared<M> {
         }
     }
 
+    /// The recovery probe of a paused pool: one connect when there is a free slot; when the pool
+    /// is full, the validation of its least recently used idle connection (closed as invalid if
+    /// it fails, which frees a slot for the next round's connect). True if the server answered.
+    async fn probe(&self) -> bool {
+        if let Some(opening) = self.reserve() {
+            return match self.connect(opening).await {
+                Ok(conn) => {
+                    lock(&self.state).idle.push_front(conn);
+                    self.notify.notify_waiters();
+                    true
+                }
+                Err(_) => false,
+            };
+        }
+        let Some(conn) = lock(&self.state).idle.pop_back() else {
+            // Every connection is in use (or being opened): nothing to probe with this round.
+            return false;
+        };
+        let mut checking = Checking {
+            shared: self,
+            conn: Some(conn),
+        };
+        let Some(c) = checking.conn.as_mut() else {
+            return false;
+        };
+        let ok = self.validate(&mut c.raw).await;
+        c.last_checked = Instant::now();
+        let Some(conn) = checking.conn.take() else {
+            return false;
+        };
+        if ok {
+            lock(&self.state).idle.push_back(conn);
+            self.notify.notify_waiters();
+        } else {
+            self.close(conn, CloseReason::Invalid);
+        }
+        ok
+    }
+
     /// One round of maintenance: leaks, idle timeouts, lifetimes, keepalive, `min_idle`, health.
     async fn maintain_once(&self) {
         let now = Instant::now();
@@ -1177,6 +1264,10 @@ impl<M: Manager> Shared<M> {
         {
             let mut state = lock(&self.state);
             let mut size = self.size.load(Ordering::Acquire);
+            // Idle connections left after this round's closes: idle timeouts never take the pool
+            // below `min_idle` idle ones (in-use connections do not count), or the refill below
+            // would reopen what was just closed.
+            let mut idle_left = state.idle.len();
             let max = self.max_size.load(Ordering::Acquire);
             let idle_timeout = self.config.idle_timeout;
             let keepalive = self.config.keepalive_interval;
@@ -1188,7 +1279,7 @@ impl<M: Manager> Shared<M> {
                         Some(CloseReason::Resized)
                     } else if !idle_timeout.is_zero()
                         && now.duration_since(conn.last_used) >= idle_timeout
-                        && size > self.config.min_idle
+                        && idle_left > self.config.min_idle
                     {
                         Some(CloseReason::Idle)
                     } else {
@@ -1196,7 +1287,8 @@ impl<M: Manager> Shared<M> {
                     }
                 });
                 if let Some(reason) = reason {
-                    size -= 1;
+                    size = size.saturating_sub(1);
+                    idle_left -= 1;
                     to_close.push((conn, reason));
                 } else if !keepalive.is_zero() && now.duration_since(conn.last_checked) >= keepalive
                 {
@@ -1232,16 +1324,18 @@ impl<M: Manager> Shared<M> {
             }
         }
 
-        // Keep `min_idle` connections; while paused, try one connect so a live server resumes it.
-        let mut tries = 0;
-        while !self.closed.load(Ordering::Acquire) {
+        // While paused, probe the server once so a live one resumes the pool.
+        let seen = self.pause_state.load(Ordering::Acquire);
+        if seen & 1 == 1 && !self.closed.load(Ordering::Acquire) && self.probe().await {
+            self.resume_after_probe(seen);
+        }
+
+        // Keep `min_idle` idle connections (not while paused: a failed probe keeps it paused).
+        while !self.closed.load(Ordering::Acquire) && !self.is_paused() {
             let idle = lock(&self.state).idle.len();
-            let want =
-                idle < self.config.min_idle || (self.paused.load(Ordering::Acquire) && tries == 0);
-            if !want {
+            if idle >= self.config.min_idle {
                 break;
             }
-            tries += 1;
             let Some(opening) = self.reserve() else { break };
             match self.connect(opening).await {
                 Ok(conn) => {
@@ -1265,10 +1359,13 @@ async fn maintain<M: Manager>(shared: Weak<Shared<M>>) {
     let Some(interval) = shared.upgrade().map(|s| s.config.maintenance_interval) else {
         return;
     };
-    let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Ticks every `interval`; a round that overruns delays the next by a full interval. An
+    // interval too long for the clock never ticks.
+    let Some(mut next) = Instant::now().checked_add(interval) else {
+        return;
+    };
     loop {
-        ticks.tick().await;
+        tokio::time::sleep_until(next).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
@@ -1276,5 +1373,17 @@ async fn maintain<M: Manager>(shared: Weak<Shared<M>>) {
             return;
         }
         shared.maintain_once().await;
+        let now = Instant::now();
+        let Some(after) = next.checked_add(interval) else {
+            return;
+        };
+        next = if after < now {
+            match now.checked_add(interval) {
+                Some(t) => t,
+                None => return,
+            }
+        } else {
+            after
+        };
     }
 }

@@ -37,15 +37,18 @@ fn drain(rx: &mut UnboundedReceiver<BalanceEvent>) -> Vec<BalanceEvent> {
     out
 }
 
-/// Picks until `target` comes up (cancelling the other leases, which records nothing) and records
-/// `outcome` on it. Panics if `target` never comes up.
+/// Picks until `target` comes up and records `outcome` on it. The other leases are held meanwhile
+/// (their growing in-flight count makes `target` win whatever its estimate), then dropped, which
+/// records nothing. Panics if `target` never comes up.
 fn record_on(b: &Balancer<usize>, target: &str, latency: Duration, outcome: Outcome) {
+    let mut held = Vec::new();
     for _ in 0..100_000 {
         let lease = b.pick().unwrap();
         if lease.name() == target {
             lease.record(latency, outcome);
             return;
         }
+        held.push(lease);
     }
     panic!("{target} was never picked: {:?}", b.stats());
 }
@@ -112,8 +115,8 @@ async fn slow_endpoint_receives_far_less_traffic() {
     assert_eq!(stats.ejected(), 0);
     assert!(stats.endpoints.iter().all(|e| e.in_flight == 0));
     // The estimates reflect the latencies.
-    assert_eq!(stats.endpoint("slow").unwrap().ewma, Some(100 * MS));
-    let fast = stats.endpoint("a").unwrap().ewma.unwrap();
+    assert_eq!(stats.endpoint("slow").unwrap().ewma_raw, Some(100 * MS));
+    let fast = stats.endpoint("a").unwrap().ewma_raw.unwrap();
     assert!(fast >= 10 * MS && fast < 11 * MS, "{fast:?}");
 }
 
@@ -581,4 +584,136 @@ fn concurrent_picks_and_records_leave_nothing_in_flight() {
     );
     assert_eq!(stats.endpoints.iter().map(|e| e.picks).sum::<u64>(), 20_000);
     assert!(stats.ejected() <= 2, "{stats:?}");
+}
+
+/// Sequential calls, one at a time, `every` apart: each picked endpoint `i` answers with
+/// `answer(i)`. Returns the picks per endpoint.
+async fn sequential(
+    b: &Balancer<usize>,
+    calls: usize,
+    every: Duration,
+    mut answer: impl FnMut(usize) -> (Duration, Outcome),
+) -> Vec<u64> {
+    let mut picks = vec![0u64; b.len()];
+    for _ in 0..calls {
+        advance(every).await;
+        let lease = b.pick().unwrap();
+        picks[*lease] += 1;
+        let (latency, outcome) = answer(*lease);
+        lease.record(latency, outcome);
+    }
+    picks
+}
+
+#[tokio::test(start_paused = true)]
+async fn fast_failures_make_an_endpoint_look_expensive_not_cheap() {
+    fastrand::seed(13);
+    // Ejection off: only the cost steers traffic.
+    let config = BalancerConfig {
+        max_ejected_share: 0.0,
+        ..BalancerConfig::default()
+    };
+    let b = balancer(&config, &["a", "b", "failing"], &BalanceEvents::new());
+    for name in ["a", "b", "failing"] {
+        record_on(&b, name, 10 * MS, Outcome::Success);
+    }
+    // From now on "failing" answers every call in 1ms, with an error.
+    let picks = sequential(&b, 1_000, MS, |i| {
+        if i == 2 {
+            (MS, Outcome::Failure)
+        } else {
+            (10 * MS, Outcome::Success)
+        }
+    })
+    .await;
+    assert!(picks[2] < 20, "{picks:?}");
+    let stats = b.stats();
+    let failing = stats.endpoint("failing").unwrap();
+    // Its one failure counted as the 1s penalty, and it has had no traffic since.
+    assert_eq!(
+        failing.ewma_raw,
+        Some(Duration::from_secs(1)),
+        "{failing:?}"
+    );
+    assert!(failing.ewma.unwrap() > 500 * MS, "{failing:?}");
+    // The outlier detector sees the real latency of the failures: it fell below the 10ms.
+    assert!(failing.latency.unwrap() < 10 * MS, "{failing:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignored_outcomes_feed_no_sample_and_never_eject() {
+    fastrand::seed(14);
+    let events = BalanceEvents::new();
+    let (_sub, mut rx) = events.channel();
+    let b = balancer(&BalancerConfig::default(), &["a", "b", "c"], &events);
+    for name in ["a", "b"] {
+        for _ in 0..10 {
+            record_on(&b, name, 10 * MS, Outcome::Success);
+        }
+    }
+    // Slow results the classifier says nothing about: no sample, so no latency ejection.
+    for _ in 0..20 {
+        record_on(&b, "c", 500 * MS, Outcome::Ignored);
+    }
+    let c = b.stats().endpoint("c").unwrap().clone();
+    assert_eq!(c.state, EndpointState::Active, "{c:?}");
+    assert_eq!((c.ewma, c.ewma_raw, c.latency), (None, None, None));
+    assert!(drain(&mut rx).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_positive_share_ejects_at_least_one_of_two_or_more() {
+    fastrand::seed(15);
+    // floor(2 x 0.3) = 0, but a positive share allows one.
+    let config = BalancerConfig {
+        max_ejected_share: 0.3,
+        ..BalancerConfig::default()
+    };
+    let b = balancer(&config, &["a", "b"], &BalanceEvents::new());
+    fail(&b, "a", 5);
+    assert_eq!(state(&b, "a"), EndpointState::Ejected);
+    fail(&b, "b", 10);
+    assert_eq!(b.stats().ejected(), 1);
+    // floor(5 x 0.5) = 2.
+    let config = BalancerConfig {
+        max_ejected_share: 0.5,
+        ..BalancerConfig::default()
+    };
+    let b = balancer(&config, &["a", "b", "c", "d", "e"], &BalanceEvents::new());
+    for name in ["a", "b", "c"] {
+        fail(&b, name, 5);
+    }
+    assert_eq!(b.stats().ejected(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_report_the_decayed_estimate_picks_compare() {
+    let b = balancer(&BalancerConfig::default(), &["a"], &BalanceEvents::new());
+    record_on(&b, "a", 100 * MS, Outcome::Success);
+    assert_eq!(b.stats().endpoint("a").unwrap().ewma, Some(100 * MS));
+    // One time constant (decay = 10s) later with no traffic, picks see 100ms / e.
+    advance(Duration::from_secs(10)).await;
+    let ewma = b.stats().endpoint("a").unwrap().ewma.unwrap();
+    let expected = Duration::from_secs_f64(0.1 / std::f64::consts::E);
+    assert!(
+        ewma.abs_diff(expected) < Duration::from_micros(1),
+        "{ewma:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_with_no_sample_is_tried_under_sequential_calls() {
+    fastrand::seed(16);
+    let b = balancer(
+        &BalancerConfig::default(),
+        &["a", "b", "new"],
+        &BalanceEvents::new(),
+    );
+    // "a" and "b" answer in 1ms, well under the 30ms default_rtt.
+    for name in ["a", "b"] {
+        record_on(&b, name, MS, Outcome::Success);
+    }
+    let picks = sequential(&b, 100, MS, |_| (MS, Outcome::Success)).await;
+    assert!(picks[2] >= 1, "{picks:?}");
+    assert!(b.stats().endpoint("new").unwrap().ewma.is_some());
 }

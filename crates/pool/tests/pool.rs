@@ -16,6 +16,13 @@ struct Backend {
     live: Arc<AtomicUsize>,
     fail: AtomicBool,
     invalid: Mutex<HashSet<u64>>,
+    /// While set, a connect waits for `gate` (after counting itself).
+    gated: AtomicBool,
+    gate: tokio::sync::Notify,
+    /// While set, these never finish (a server frozen with SIGSTOP).
+    hang_connect: AtomicBool,
+    hang_valid: AtomicBool,
+    hang_reset: AtomicBool,
 }
 
 struct TestConn {
@@ -37,6 +44,12 @@ impl Manager for TestManager {
     type Error = std::io::Error;
     async fn connect(&self) -> Result<TestConn, std::io::Error> {
         self.0.connects.fetch_add(1, Ordering::SeqCst);
+        if self.0.gated.load(Ordering::SeqCst) {
+            self.0.gate.notified().await;
+        }
+        if self.0.hang_connect.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.0.fail.load(Ordering::SeqCst) {
             return Err(std::io::Error::other("connection refused"));
         }
@@ -47,11 +60,20 @@ impl Manager for TestManager {
         })
     }
     async fn is_valid(&self, conn: &mut TestConn) -> Result<(), std::io::Error> {
+        if self.0.hang_valid.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.0.invalid.lock().unwrap().contains(&conn.id) {
             Err(std::io::Error::other("gone"))
         } else {
             Ok(())
         }
+    }
+    async fn reset(&self, _conn: &mut TestConn) -> Result<(), std::io::Error> {
+        if self.0.hang_reset.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
     }
 }
 
@@ -619,4 +641,253 @@ async fn a_breaker_recovery_longer_than_five_minutes_builds() {
     assert!(errors.is_empty(), "{errors}");
     let (pool, _backend, _events) = pool_with(config);
     assert!(pool.acquire().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_begun_before_pause_does_not_resume_the_pool() {
+    let (pool, backend, events) = pool_with(sized(2));
+    let (_sub, mut rx) = events.channel();
+    backend.gated.store(true, Ordering::SeqCst);
+    let acquiring = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire().await.map(|c| c.id) }
+    });
+    while backend.connects.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    pool.pause();
+    backend.gated.store(false, Ordering::SeqCst);
+    backend.gate.notify_one();
+    assert_eq!(
+        acquiring.await.unwrap().unwrap(),
+        0,
+        "the acquire begun before the pause still gets its connection"
+    );
+    assert!(
+        pool.is_paused(),
+        "a connect begun before the pause resumed the pool"
+    );
+    assert!(pool.acquire().await.unwrap_err().is_paused());
+    // The maintenance task's probe (a connect: the pool has a free slot) does resume it.
+    sleep(Duration::from_millis(1500)).await;
+    assert!(!pool.is_paused());
+    assert_eq!(pool.stats().created, 2);
+    let mut ready = 0;
+    while let Ok(e) = rx.try_recv() {
+        if let PoolEvent::PoolReady { .. } = e {
+            ready += 1;
+        }
+    }
+    assert_eq!(ready, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_full_pool_resumes_when_its_probe_validates_an_idle_connection() {
+    let (pool, backend, _) = pool_with(PoolConfig {
+        keepalive_interval: Duration::ZERO,
+        ..sized(2)
+    });
+    drop(futures_all(&pool, 2).await);
+    assert_eq!((pool.stats().size, pool.stats().idle), (2, 2));
+    pool.pause();
+    sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !pool.is_paused(),
+        "no slot for a connect: the probe validates"
+    );
+    let s = pool.stats();
+    assert_eq!((s.validations, s.created, s.idle), (1, 2, 2));
+    assert!(pool.acquire().await.is_ok());
+    drop(backend);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_full_pool_whose_probe_fails_validation_connects_next_round() {
+    let (pool, backend, _) = pool_with(PoolConfig {
+        keepalive_interval: Duration::ZERO,
+        ..sized(2)
+    });
+    drop(futures_all(&pool, 2).await);
+    backend.invalid.lock().unwrap().extend([0, 1]);
+    pool.pause();
+    sleep(Duration::from_millis(1500)).await;
+    assert!(pool.is_paused(), "a failed probe keeps the pool paused");
+    assert_eq!((pool.stats().closed.invalid, pool.stats().size), (1, 1));
+    sleep(Duration::from_secs(1)).await;
+    assert!(
+        !pool.is_paused(),
+        "the freed slot let the next probe connect"
+    );
+    assert_eq!(pool.stats().created, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_keeps_min_idle_idle_connections_while_others_are_in_use() {
+    let (pool, backend, _) = pool_with(PoolConfig {
+        max_size: 4,
+        min_idle: 1,
+        idle_timeout: Duration::from_secs(10),
+        ..PoolConfig::default()
+    });
+    let held = futures_all(&pool, 3).await;
+    let mut held = held.into_iter();
+    drop(held.next());
+    assert_eq!((pool.stats().idle, pool.stats().in_use), (1, 2));
+    sleep(Duration::from_secs(35)).await;
+    let s = pool.stats();
+    assert_eq!(
+        (s.closed.idle, s.created, s.idle),
+        (0, 3, 1),
+        "the only idle connection was closed and reopened: {s:?}"
+    );
+    assert_eq!(backend.connects.load(Ordering::SeqCst), 3);
+    // With the others back, the extras time out down to min_idle idle ones.
+    drop(held);
+    sleep(Duration::from_secs(12)).await;
+    let s = pool.stats();
+    assert_eq!((s.closed.idle, s.idle, s.size), (2, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keepalive_check_that_hangs_times_out_and_maintenance_goes_on() {
+    let (pool, backend, events) = pool_with(PoolConfig {
+        keepalive_interval: Duration::from_secs(5),
+        leak_detection_threshold: Some(Duration::from_secs(18)),
+        ..PoolConfig::default()
+    });
+    let (_sub, mut rx) = events.channel();
+    let all = futures_all(&pool, 3).await;
+    let mut all = all.into_iter();
+    let held = all.next().unwrap();
+    drop(all);
+    backend.hang_valid.store(true, Ordering::SeqCst);
+    // Checked at 5s, each check gives up after validation_timeout (default 5s).
+    sleep(Duration::from_secs(20)).await;
+    let s = pool.stats();
+    assert_eq!(
+        (s.closed.invalid, s.validation_failures, s.idle),
+        (2, 2, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.leaks, 1, "leak detection still runs");
+    let mut degraded = false;
+    while let Ok(e) = rx.try_recv() {
+        if let PoolEvent::HealthChanged { to, .. } = e {
+            degraded |= to == HealthState::Degraded;
+        }
+    }
+    assert!(
+        degraded,
+        "timed-out validations count as failures for health"
+    );
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkout_validation_that_hangs_times_out_and_a_new_connection_is_made() {
+    let (pool, backend, _) = pool_with(PoolConfig {
+        validation_bypass: Duration::ZERO,
+        validation_timeout: Duration::from_secs(2),
+        ..PoolConfig::default()
+    });
+    drop(pool.acquire().await.unwrap());
+    backend.hang_valid.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    let conn = pool.acquire().await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(
+        conn.id, 1,
+        "the hung connection was closed, a new one opened"
+    );
+    let s = pool.stats();
+    assert_eq!((s.closed.invalid, s.validation_failures), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_that_hangs_times_out_and_closes_the_connection_as_invalid() {
+    let (pool, backend, _) = pool_with(PoolConfig {
+        validation_timeout: Duration::from_secs(2),
+        ..PoolConfig::default()
+    });
+    drop(pool.acquire().await.unwrap());
+    backend.hang_reset.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    let conn = pool.acquire().await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(conn.id, 1);
+    let s = pool.stats();
+    assert_eq!((s.closed.invalid, s.validation_failures), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_timeout_is_a_connect_failure_not_an_acquire_timeout() {
+    let (pool, backend, events) = pool_with(PoolConfig {
+        connect_timeout: Duration::from_secs(1),
+        ..PoolConfig::default()
+    });
+    let (_sub, mut rx) = events.channel();
+    backend.hang_connect.store(true, Ordering::SeqCst);
+    let err = pool.acquire().await.unwrap_err();
+    assert!(
+        matches!(err, rampart_pool::AcquireError::ConnectTimeout { .. }),
+        "{err:?}"
+    );
+    assert!(err.is_connect(), "{err}");
+    assert!(!err.is_timeout(), "is_timeout is only for the acquire wait");
+    let mut reasons = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let PoolEvent::CheckoutFailed { reason, .. } = e {
+            reasons.push(reason);
+        }
+    }
+    assert_eq!(reasons, [rampart_pool::CheckoutFailure::ConnectionError]);
+    assert_eq!(pool.stats().timeouts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_with_the_largest_durations_builds_and_works() {
+    let max = Duration::MAX;
+    let config = PoolConfig {
+        max_size: 2,
+        min_idle: 1,
+        connect_timeout: max,
+        acquire_timeout: max,
+        idle_timeout: max,
+        max_lifetime: max,
+        lifetime_jitter: 0.5,
+        keepalive_interval: max,
+        validation_bypass: max,
+        validation_timeout: max,
+        leak_detection_threshold: Some(max),
+        degraded_wait: max,
+        breaker_recovery: max,
+        ..PoolConfig::default()
+    };
+    let mut errors = rampart_resilience::ConfigError::new(None);
+    config.validate("p", &mut errors);
+    assert!(errors.is_empty(), "{errors}");
+    // With maintenance every second, then with a maintenance interval that never comes.
+    for config in [
+        config.clone(),
+        PoolConfig {
+            maintenance_interval: max,
+            ..config
+        },
+    ] {
+        let (pool, _backend, _) = pool_with(config);
+        let both = futures_all(&pool, 2).await;
+        drop(both);
+        sleep(Duration::from_secs(5)).await;
+        let s = pool.stats();
+        assert_eq!(
+            (s.size, s.idle, s.closed.idle, s.closed.lifetime),
+            (2, 2, 0, 0)
+        );
+        let c = pool.acquire().await.unwrap();
+        drop(c);
+        pool.clear();
+        pool.resize(3);
+        assert!(pool.acquire().await.is_ok());
+        assert_eq!(pool.close(max).await, 0);
+    }
 }

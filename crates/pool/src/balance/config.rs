@@ -10,7 +10,8 @@ use super::{BalanceEvents, Balancer};
 ///
 /// ```toml
 /// decay = "10s"                  # time constant of the peak EWMA latency
-/// default_rtt = "30ms"           # latency assumed for an endpoint with no sample yet
+/// default_rtt = "30ms"           # latency assumed for an endpoint with no sample yet but calls in flight
+/// failure_penalty = "1s"         # a failed call counts as taking at least this long
 /// consecutive_failures = 5       # failures in a row that eject an endpoint
 /// latency_factor = 3.0           # eject when latency > factor x median of the others
 /// min_samples = 10               # samples an endpoint needs before its latency can eject it
@@ -30,12 +31,23 @@ pub struct BalancerConfig {
         default = "defaults::decay"
     )]
     pub decay: Duration,
-    /// The latency assumed for an endpoint that has no sample yet. At least 1us. Default `"30ms"`.
+    /// The latency assumed for an endpoint that has no sample yet while calls to it are in
+    /// flight. An endpoint with no sample and nothing in flight costs zero, so it is tried at
+    /// once (as Finagle does). At least 1us. Default `"30ms"`.
     #[serde(
         with = "rampart_resilience::serde_duration",
         default = "defaults::default_rtt"
     )]
     pub default_rtt: Duration,
+    /// The latency a failed call feeds the estimate picks compare is `max(latency,
+    /// failure_penalty)`, so an endpoint that fails fast looks expensive rather than cheap. The
+    /// latency-outlier detector sees the real latency of failures instead (failures eject through
+    /// `consecutive_failures`). `"0s"` feeds failures at their real latency. Default `"1s"`.
+    #[serde(
+        with = "rampart_resilience::serde_duration",
+        default = "defaults::failure_penalty"
+    )]
+    pub failure_penalty: Duration,
     /// Failures in a row that eject an endpoint; at least 1. Default 5.
     #[serde(default = "defaults::consecutive_failures")]
     pub consecutive_failures: u32,
@@ -60,8 +72,10 @@ pub struct BalancerConfig {
         default = "defaults::max_ejection"
     )]
     pub max_ejection: Duration,
-    /// The largest share of endpoints ejected at the same time, in `[0, 1]`; whatever the share,
-    /// one endpoint always stays. 0 turns ejection off. Default 0.5.
+    /// The largest share of endpoints ejected at the same time, in `[0, 1]`: at most
+    /// `floor(share x n)` of `n` endpoints, but at least 1 when the share is above 0 and there are
+    /// 2 endpoints or more; whatever the share, one endpoint always stays. 0 turns ejection off.
+    /// Default 0.5.
     #[serde(default = "defaults::max_ejected_share")]
     pub max_ejected_share: f64,
     /// After its ejection ends an endpoint's weight grows linearly from 0 to 1 over this time (a
@@ -85,6 +99,9 @@ mod defaults {
     }
     pub(super) fn default_rtt() -> Duration {
         Duration::from_millis(30)
+    }
+    pub(super) fn failure_penalty() -> Duration {
+        Duration::from_secs(1)
     }
     pub(super) fn consecutive_failures() -> u32 {
         5
@@ -117,6 +134,7 @@ impl Default for BalancerConfig {
         BalancerConfig {
             decay: defaults::decay(),
             default_rtt: defaults::default_rtt(),
+            failure_penalty: defaults::failure_penalty(),
             consecutive_failures: defaults::consecutive_failures(),
             latency_factor: defaults::latency_factor(),
             min_samples: defaults::min_samples(),
@@ -163,6 +181,12 @@ impl BalancerConfig {
             "default_rtt",
             self.default_rtt,
             Duration::from_micros(1),
+        );
+        at_least(
+            errors,
+            "failure_penalty",
+            self.failure_penalty,
+            Duration::ZERO,
         );
         at_least(
             errors,
@@ -268,6 +292,7 @@ mod tests {
         assert_eq!(config.ramp_up, Duration::ZERO);
         assert_eq!(config.decay, Duration::from_secs(10));
         assert_eq!(config.max_ejected_share, 0.5);
+        assert_eq!(config.failure_penalty, Duration::from_secs(1));
     }
 
     #[test]
@@ -290,6 +315,7 @@ mod tests {
         let config = BalancerConfig {
             decay: Duration::ZERO,
             default_rtt: Duration::ZERO,
+            failure_penalty: Duration::from_secs(400 * 24 * 3600),
             consecutive_failures: 0,
             latency_factor: 0.5,
             min_samples: 0,
@@ -312,6 +338,7 @@ mod tests {
             [
                 "balance.redis.decay",
                 "balance.redis.default_rtt",
+                "balance.redis.failure_penalty",
                 "balance.redis.max_ejection",
                 "balance.redis.ramp_up",
                 "balance.redis.consecutive_failures",

@@ -26,7 +26,11 @@ pub(super) struct Endpoint<T> {
     pub(super) in_flight: AtomicUsize,
     /// Times a pick chose this endpoint.
     pub(super) picks: AtomicU64,
+    /// The estimate picks compare: failures count as at least `failure_penalty`.
     pub(super) ewma: PeakEwma,
+    /// The estimate the latency-outlier detector compares: real latencies of successes and
+    /// failures, no penalty.
+    pub(super) latency: PeakEwma,
     /// Samples since creation or the last readmission.
     pub(super) samples: AtomicU64,
     /// Failures in a row.
@@ -52,6 +56,7 @@ impl<T> Endpoint<T> {
             in_flight: AtomicUsize::new(0),
             picks: AtomicU64::new(0),
             ewma: PeakEwma::new(),
+            latency: PeakEwma::new(),
             samples: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             streak: AtomicU32::new(0),
@@ -86,10 +91,16 @@ impl<T> Endpoint<T> {
         }
     }
 
-    /// The cost a pick compares: latency estimate x (in-flight + 1).
+    /// The cost a pick compares: the decayed estimate x (in-flight + 1). With no estimate yet it
+    /// is zero while nothing is in flight, so a new endpoint is tried at once (as in Finagle), and
+    /// `default_rtt` x (in-flight + 1) otherwise.
     #[inline]
     pub(super) fn cost(&self, now: u64, decay_ns: f64, default_rtt_ns: f64) -> f64 {
-        let pending = self.in_flight.load(Ordering::Relaxed) as f64;
-        self.ewma.load(now, decay_ns, default_rtt_ns) * (pending + 1.0)
+        let pending = self.in_flight.load(Ordering::Relaxed);
+        match self.ewma.decayed_at(now, decay_ns) {
+            Some(estimate) => estimate * (pending as f64 + 1.0),
+            None if pending == 0 => 0.0,
+            None => default_rtt_ns * (pending as f64 + 1.0),
+        }
     }
 }

@@ -73,16 +73,18 @@ impl PeakEwma {
             .store(seed.map_or(NONE, f64::to_bits), Ordering::Release);
     }
 
+    /// The estimate at `now`, decayed since its last update; `None` before the first sample.
+    pub(crate) fn decayed_at(&self, now: u64, decay_ns: f64) -> Option<f64> {
+        let estimate = self.get()?;
+        let elapsed = now.saturating_sub(self.stamp.load(Ordering::Acquire));
+        Some(decayed(estimate, elapsed as f64, decay_ns))
+    }
+
     /// The latency a pick weighs at `now`: the estimate decayed since its last update, or
     /// `default_ns` before the first sample.
+    #[cfg(test)]
     pub(crate) fn load(&self, now: u64, decay_ns: f64, default_ns: f64) -> f64 {
-        match self.get() {
-            None => default_ns,
-            Some(estimate) => {
-                let elapsed = now.saturating_sub(self.stamp.load(Ordering::Acquire));
-                decayed(estimate, elapsed as f64, decay_ns)
-            }
-        }
+        self.decayed_at(now, decay_ns).unwrap_or(default_ns)
     }
 }
 

@@ -38,9 +38,11 @@ impl<T> Lease<'_, T> {
         self.index
     }
 
-    /// Ends the lease with the call's `latency` and `outcome`: the latency feeds the peak EWMA (for
-    /// every outcome), a [`Outcome::Failure`] counts toward ejection, a [`Outcome::Success`] resets
-    /// the failures in a row, an [`Outcome::Ignored`] counts neither way.
+    /// Ends the lease with the call's `latency` and `outcome`. A [`Outcome::Success`] feeds the
+    /// latency to the peak EWMA and resets the failures in a row; a [`Outcome::Failure`] feeds
+    /// `max(latency, failure_penalty)` to the estimate picks compare (the real latency to the
+    /// outlier detector) and counts toward ejection; an [`Outcome::Ignored`] feeds no sample and
+    /// counts neither way, as if the lease had been dropped.
     pub fn record(mut self, latency: Duration, outcome: Outcome) {
         self.open = false;
         self.shared.record(self.index, latency, outcome);

@@ -3,14 +3,17 @@
 //!
 //! A [`Balancer<T>`] holds named endpoints of any type `T` (a pool, a client, an address). Each
 //! [`pick`](Balancer::pick) chooses by *power of two choices*: two distinct endpoints at random, and
-//! of those the one with the lower cost, `peak EWMA latency x (in-flight + 1)`. The returned
-//! [`Lease`] counts as in flight until its call is [recorded](Lease::record), which feeds the
-//! latency estimate and the outlier detector, or dropped (a cancelled call: no sample).
+//! of those the one with the lower cost, `peak EWMA latency x (in-flight + 1)` (zero for an
+//! endpoint with no sample and nothing in flight, so it is tried at once). The returned [`Lease`]
+//! counts as in flight until its call is [recorded](Lease::record), which feeds the latency
+//! estimate (a failure counts as at least `failure_penalty`) and the outlier detector, or dropped
+//! (a cancelled call: no sample).
 //!
 //! An endpoint is ejected (left out of every pick) when it fails `consecutive_failures` calls in a
 //! row, or when its latency estimate exceeds `latency_factor` times the median of the others. The
 //! n-th ejection lasts n x `base_ejection`, up to `max_ejection`; successes in a row forgive past
-//! ejections. At most `max_ejected_share` of the endpoints are out at once, and one always stays.
+//! ejections. At most `floor(max_ejected_share x n)` of `n` endpoints are out at once (at least
+//! one when the share is above 0 and there are two or more), and one always stays.
 //! When its time is up the endpoint comes back at a weight that ramps from 0 to 1 over `ramp_up`.
 //!
 //! ```
@@ -86,12 +89,14 @@ impl<T> fmt::Debug for Balancer<T> {
 struct Settings {
     decay_ns: f64,
     default_rtt_ns: f64,
+    failure_penalty_ns: f64,
     consecutive_failures: u32,
     latency_factor: f64,
     min_samples: u64,
     base_ejection: Duration,
     max_ejection: Duration,
-    /// `max_ejected_share` of the endpoints, rounded down, and always at least one fewer than all.
+    /// `max_ejected_share` of the endpoints, rounded down but at least 1 when the share is above 0
+    /// and there are two endpoints or more, and always at least one fewer than all.
     max_ejected: usize,
     ramp_up: Duration,
     ramp_up_ns: u64,
@@ -126,10 +131,15 @@ impl<T> Balancer<T> {
         events: BalanceEvents,
     ) -> Self {
         let count = endpoints.len();
-        let by_share = (count as f64 * config.max_ejected_share).floor() as usize;
+        let share = config.max_ejected_share;
+        let mut by_share = (count as f64 * share).floor() as usize;
+        if share > 0.0 && count >= 2 {
+            by_share = by_share.max(1);
+        }
         let settings = Settings {
             decay_ns: config.decay.as_nanos() as f64,
             default_rtt_ns: config.default_rtt.as_nanos() as f64,
+            failure_penalty_ns: config.failure_penalty.as_nanos() as f64,
             consecutive_failures: config.consecutive_failures,
             latency_factor: config.latency_factor,
             min_samples: u64::from(config.min_samples),
@@ -216,7 +226,12 @@ impl<T> Balancer<T> {
                 EndpointStats {
                     name: ep.name.clone(),
                     in_flight: ep.in_flight.load(Ordering::Relaxed),
-                    ewma: ep.ewma.get().map(|ns| Duration::from_nanos(ns as u64)),
+                    ewma: ep
+                        .ewma
+                        .decayed_at(now, shared.settings.decay_ns)
+                        .map(|ns| Duration::from_nanos(ns as u64)),
+                    ewma_raw: ep.ewma.get().map(|ns| Duration::from_nanos(ns as u64)),
+                    latency: ep.latency.get().map(|ns| Duration::from_nanos(ns as u64)),
                     state,
                     weight,
                     readmit_in,
@@ -339,8 +354,19 @@ impl<T> Shared<T> {
         let s = &self.settings;
         let ep = &self.endpoints[i];
         ep.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // An ignored result says nothing about the endpoint: no sample at all.
+        if matches!(outcome, Outcome::Ignored) {
+            return;
+        }
         let now = self.now();
-        ep.ewma.observe(latency.as_nanos() as f64, now, s.decay_ns);
+        let sample = latency.as_nanos() as f64;
+        ep.latency.observe(sample, now, s.decay_ns);
+        // A failure costs at least the penalty, so an endpoint failing fast looks expensive.
+        let cost = match outcome {
+            Outcome::Failure => sample.max(s.failure_penalty_ns),
+            _ => sample,
+        };
+        ep.ewma.observe(cost, now, s.decay_ns);
         let samples = ep.samples.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         match outcome {
             Outcome::Failure => {
@@ -382,7 +408,7 @@ impl<T> Shared<T> {
     /// can it be an outlier; [`Shared::eject`] then checks against the median under the lock.
     fn may_be_latency_outlier(&self, i: usize, now: u64) -> bool {
         let s = &self.settings;
-        let Some(own) = self.endpoints[i].ewma.get() else {
+        let Some(own) = self.endpoints[i].latency.get() else {
             return false;
         };
         let mut lowest = f64::INFINITY;
@@ -393,15 +419,15 @@ impl<T> Shared<T> {
             {
                 continue;
             }
-            if let Some(estimate) = other.ewma.get() {
+            if let Some(estimate) = other.latency.get() {
                 lowest = lowest.min(estimate);
             }
         }
         lowest.is_finite() && own > s.latency_factor * lowest
     }
 
-    /// The median estimate of the endpoints other than `i` that are not ejected at `now` and have
-    /// at least `min_samples` samples.
+    /// The median real-latency estimate of the endpoints other than `i` that are not ejected at
+    /// `now` and have at least `min_samples` samples.
     fn median_of_others(&self, i: usize, now: u64, min_samples: u64) -> Option<f64> {
         let mut estimates: Vec<f64> = self
             .endpoints
@@ -412,7 +438,7 @@ impl<T> Shared<T> {
                     && !other.is_ejected(now)
                     && other.samples.load(Ordering::Relaxed) >= min_samples
             })
-            .filter_map(|(_, other)| other.ewma.get())
+            .filter_map(|(_, other)| other.latency.get())
             .collect();
         if estimates.is_empty() {
             return None;
@@ -454,9 +480,10 @@ impl<T> Shared<T> {
                 if ep.samples.load(Ordering::Relaxed) < s.min_samples {
                     return;
                 }
-                let (Some(own), Some(median)) =
-                    (ep.ewma.get(), self.median_of_others(i, now, s.min_samples))
-                else {
+                let (Some(own), Some(median)) = (
+                    ep.latency.get(),
+                    self.median_of_others(i, now, s.min_samples),
+                ) else {
                     return;
                 };
                 if own <= s.latency_factor * median {
@@ -491,8 +518,9 @@ impl<T> Shared<T> {
     }
 
     /// Processes the readmission of endpoint `i` if its ejection has ended: its counters start
-    /// afresh, and its latency estimate starts at the median of the others, so that the ramp and
-    /// not a stale (or guessed) latency decides its share at first. Called with the lock held.
+    /// afresh, and both its estimates start at the median of the others' real-latency estimates,
+    /// so that the ramp and not a stale (or guessed) latency decides its share at first. Called
+    /// with the lock held.
     fn settle(&self, i: usize, now: u64) {
         let ep = &self.endpoints[i];
         if !ep.pending_readmission.load(Ordering::Acquire) || ep.is_ejected(now) {
@@ -501,6 +529,7 @@ impl<T> Shared<T> {
         ep.pending_readmission.store(false, Ordering::Release);
         let seed = self.median_of_others(i, now, 0);
         ep.ewma.reset(seed, now);
+        ep.latency.reset(seed, now);
         ep.samples.store(0, Ordering::Relaxed);
         ep.failures.store(0, Ordering::Relaxed);
         ep.streak.store(0, Ordering::Relaxed);

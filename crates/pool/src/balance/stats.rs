@@ -23,9 +23,17 @@ pub struct EndpointStats {
     pub name: Name,
     /// Leases handed out and not yet recorded or dropped.
     pub in_flight: usize,
-    /// The peak EWMA latency; `None` before the first sample (or after a readmission with no
-    /// other endpoint to take an estimate from).
+    /// The peak EWMA latency as picks see it now: decayed since its last sample (it decays
+    /// toward zero while the endpoint gets no traffic), failures counted as at least
+    /// `failure_penalty`. `None` before the first sample (or after a readmission with no other
+    /// endpoint to take an estimate from); a pick then costs the endpoint at zero while nothing is
+    /// in flight.
     pub ewma: Option<Duration>,
+    /// The same estimate as of its last sample, undecayed.
+    pub ewma_raw: Option<Duration>,
+    /// The peak EWMA of real latencies (failures without the penalty), undecayed: what the
+    /// latency-outlier detector compares with the median of the others.
+    pub latency: Option<Duration>,
     /// Where it stands in the rotation.
     pub state: EndpointState,
     /// The share of picks it takes part in: 1 when active, 0 when ejected, in between when ramping.
