@@ -64,7 +64,7 @@ use crate::duration::at_least_1ms;
 /// statement_timeout = "5s"
 /// discard_on_return = true
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PgConfig {
     /// The server: a `postgres://` URL or a key-value string (`host=… user=…`). Required.
@@ -92,6 +92,19 @@ pub struct PgConfig {
         default = "defaults::check_timeout"
     )]
     pub check_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgConfig {
+    // The URL may carry a password: it is shown redacted, so a logged config leaks no secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &crate::redact::redact(&self.url))
+            .field("application_name", &self.application_name)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("discard_on_return", &self.discard_on_return)
+            .field("check_timeout", &self.check_timeout)
+            .finish()
+    }
 }
 
 mod defaults {

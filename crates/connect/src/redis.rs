@@ -51,7 +51,7 @@ use crate::duration::at_least_1ms;
 /// client_name = "cache"
 /// response_timeout = "2s"
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// The server: `redis://[user:password@]host:port[/db]`. Required.
@@ -67,6 +67,17 @@ pub struct RedisConfig {
         default = "defaults::response_timeout"
     )]
     pub response_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    // The URL may carry a password: it is shown redacted, so a logged config leaks no secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &crate::redact::redact(&self.url))
+            .field("client_name", &self.client_name)
+            .field("response_timeout", &self.response_timeout)
+            .finish()
+    }
 }
 
 mod defaults {
