@@ -13,7 +13,6 @@
 //! Rampart's waits are shorter).
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -33,56 +32,9 @@ const SPAWN_MARGIN: Duration = Duration::from_millis(100);
 const PER_TASK: usize = 1024;
 const LONG: Duration = Duration::from_secs(3600);
 
-/// The connection every manager makes: nothing at all.
-#[derive(Debug)]
-struct NoopConn;
-
-struct RampartNoop;
-
-impl rampart_pool::Manager for RampartNoop {
-    type Connection = NoopConn;
-    type Error = std::io::Error;
-    const RESETS: bool = false;
-    async fn connect(&self) -> Result<NoopConn, std::io::Error> {
-        Ok(NoopConn)
-    }
-    async fn is_valid(&self, _conn: &mut NoopConn) -> Result<(), std::io::Error> {
-        Ok(())
-    }
-}
-
-struct DeadpoolNoop;
-
-impl deadpool::managed::Manager for DeadpoolNoop {
-    type Type = NoopConn;
-    type Error = Infallible;
-    async fn create(&self) -> Result<NoopConn, Infallible> {
-        Ok(NoopConn)
-    }
-    async fn recycle(
-        &self,
-        _obj: &mut NoopConn,
-        _metrics: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<Infallible> {
-        Ok(())
-    }
-}
-
-struct Bb8Noop;
-
-impl bb8::ManageConnection for Bb8Noop {
-    type Connection = NoopConn;
-    type Error = Infallible;
-    async fn connect(&self) -> Result<NoopConn, Infallible> {
-        Ok(NoopConn)
-    }
-    async fn is_valid(&self, _conn: &mut NoopConn) -> Result<(), Infallible> {
-        Ok(())
-    }
-    fn has_broken(&self, _conn: &mut NoopConn) -> bool {
-        false
-    }
-}
+#[path = "common/noop.rs"]
+mod noop;
+use noop::{Bb8Noop, DeadpoolNoop, RampartNoop};
 
 /// A pool under test: acquire gives a guard that returns the connection when dropped.
 trait Acquire: Clone + Send + Sync + 'static {

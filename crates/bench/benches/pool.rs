@@ -30,7 +30,6 @@
 //! sequential checkouts, divided.
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
@@ -45,58 +44,9 @@ const CHECKOUTS: u64 = 20_000;
 const SIZE: usize = 16;
 const LONG: Duration = Duration::from_secs(3600);
 
-/// The connection every manager makes: nothing at all.
-#[derive(Debug)]
-struct NoopConn;
-
-struct RampartNoop;
-
-impl rampart_pool::Manager for RampartNoop {
-    type Connection = NoopConn;
-    type Error = std::io::Error;
-    // A no-op backend keeps no session state, so returned connections need no reset (deadpool
-    // and bb8 are likewise configured to do nothing per checkout; see the header).
-    const RESETS: bool = false;
-    async fn connect(&self) -> Result<NoopConn, std::io::Error> {
-        Ok(NoopConn)
-    }
-    async fn is_valid(&self, _conn: &mut NoopConn) -> Result<(), std::io::Error> {
-        Ok(())
-    }
-}
-
-struct DeadpoolNoop;
-
-impl deadpool::managed::Manager for DeadpoolNoop {
-    type Type = NoopConn;
-    type Error = Infallible;
-    async fn create(&self) -> Result<NoopConn, Infallible> {
-        Ok(NoopConn)
-    }
-    async fn recycle(
-        &self,
-        _obj: &mut NoopConn,
-        _metrics: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<Infallible> {
-        Ok(())
-    }
-}
-
-struct Bb8Noop;
-
-impl bb8::ManageConnection for Bb8Noop {
-    type Connection = NoopConn;
-    type Error = Infallible;
-    async fn connect(&self) -> Result<NoopConn, Infallible> {
-        Ok(NoopConn)
-    }
-    async fn is_valid(&self, _conn: &mut NoopConn) -> Result<(), Infallible> {
-        Ok(())
-    }
-    fn has_broken(&self, _conn: &mut NoopConn) -> bool {
-        false
-    }
-}
+#[path = "common/noop.rs"]
+mod noop;
+use noop::{Bb8Noop, DeadpoolNoop, RampartNoop};
 
 /// One checkout: acquire, then drop at once.
 trait Checkout: Clone + Send + Sync + 'static {
