@@ -336,12 +336,15 @@ impl Interval {
         Some((mean, var))
     }
 
-    /// How many values were at most `micros`: exact at bucket boundaries, otherwise counting the
-    /// whole bucket that holds `micros` only if its top is within the bound.
+    /// How many values were at most `micros`, to within one bucket: exact when `micros` is a
+    /// bucket's top; otherwise the bucket holding `micros` is counted if its middle is within the
+    /// bound (the unbiased choice, since where values fall inside a bucket is not kept).
     pub fn count_at_most(&self, micros: u64) -> u64 {
         self.buckets
             .iter()
-            .take_while(|&&(i, _)| bucket_high(i as usize) <= micros)
+            .take_while(|&&(i, _)| {
+                bucket_high(i as usize) <= micros || bucket_mid(i as usize) <= micros as f64
+            })
             .map(|&(_, c)| c)
             .sum()
     }

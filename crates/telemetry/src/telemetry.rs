@@ -17,7 +17,6 @@ use tokio::time::Instant;
 
 /// Limits and sharding of a [`Telemetry`] registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct TelemetryConfig {
     /// Series one metric name may have (label sets of an operation, counter or gauge, and series a
     /// collector writes into one family). Past it, new label sets share one overflow series
