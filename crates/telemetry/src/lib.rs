@@ -51,3 +51,7 @@ pub use snapshot::{
 pub use telemetry::{
     Counter, EXPORT_BUCKETS, Gauge, OVERFLOW_OPERATION, Telemetry, TelemetryConfig, Ticker,
 };
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/telemetry.md")]
+struct TelemetryGuide;
