@@ -471,6 +471,7 @@ impl<M: Manager> Pool<M> {
             closed: ClosedCounts::from_array(&s.closed_by),
             leaks: s.leaks.load(Ordering::Relaxed),
             acquire_wait,
+            acquire_wait_sum: s.hot.wait.sum(),
         }
     }
 

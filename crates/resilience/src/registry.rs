@@ -60,7 +60,9 @@ use crate::breaker::{BreakerConfig, BreakerStats, CircuitBreaker};
 use crate::bulkhead::{Bulkhead, BulkheadConfig, BulkheadStats};
 use crate::hedge::{Hedge, HedgeConfig, HedgeStats};
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::rate_limit::{KeyedRateLimiter, RateLimitConfig, RateLimitStats, RateLimiter};
+use crate::rate_limit::{
+    KeyedRateLimitStats, KeyedRateLimiter, RateLimitConfig, RateLimitStats, RateLimiter,
+};
 use crate::retry::{
     Retry, RetryBudget, RetryBudgetConfig, RetryBudgetStats, RetryConfig, RetryStats,
 };
@@ -180,6 +182,9 @@ macro_rules! kinds {
                 #[doc = concat!("Stats of each `", stringify!($field), "` built so far.")]
                 pub $field: BTreeMap<String, $stats>,
             )*
+            /// Stats of each keyed rate limiter built so far, by name. Limiters of one name with
+            /// different key types are added together (keys held and `max_keys` too).
+            pub keyed_rate_limit: BTreeMap<String, KeyedRateLimitStats>,
         }
 
         impl Registry {
@@ -205,6 +210,7 @@ macro_rules! kinds {
                         stats.$field.insert(name.clone(), p.stats());
                     }
                 )*
+                stats.keyed_rate_limit = self.keyed_stats();
                 stats
             }
         }
@@ -341,7 +347,23 @@ struct RegistryInner {
     events: Events,
     instances: Instances,
     /// Keyed rate limiters, by name and key type.
-    keyed: Mutex<HashMap<(String, TypeId), Box<dyn Any + Send + Sync>>>,
+    keyed: Mutex<HashMap<(String, TypeId), Box<dyn KeyedSlot>>>,
+}
+
+/// A keyed rate limiter of any key type, as the registry holds it: found again by downcasting,
+/// read for [`Registry::stats`] without knowing its key type.
+trait KeyedSlot: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn stats(&self) -> KeyedRateLimitStats;
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedSlot for KeyedRateLimiter<K> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn stats(&self) -> KeyedRateLimitStats {
+        KeyedRateLimiter::stats(self)
+    }
 }
 
 /// Policies by name, built from a [`ResilienceConfig`] on first use and shared afterwards. Cheap to
@@ -448,7 +470,7 @@ impl Registry {
         let slot = (name.to_owned(), TypeId::of::<K>());
         if let Some(limiter) = map
             .get(&slot)
-            .and_then(|b| b.downcast_ref::<KeyedRateLimiter<K>>())
+            .and_then(|b| b.as_any().downcast_ref::<KeyedRateLimiter<K>>())
         {
             return limiter.clone();
         }
@@ -462,6 +484,28 @@ impl Registry {
         let limiter = self.build_policy(name, config, |c, n, e| c.build_keyed::<K>(n, e));
         map.insert(slot, Box::new(limiter.clone()));
         limiter
+    }
+
+    /// Stats of every keyed rate limiter built so far, by name, different key types added together.
+    fn keyed_stats(&self) -> BTreeMap<String, KeyedRateLimitStats> {
+        let map = self.inner.keyed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: BTreeMap<String, KeyedRateLimitStats> = BTreeMap::new();
+        for ((name, _), limiter) in map.iter() {
+            let s = limiter.stats();
+            match out.get_mut(name) {
+                Some(sum) => {
+                    sum.permitted += s.permitted;
+                    sum.rejected += s.rejected;
+                    sum.waited += s.waited;
+                    sum.keys += s.keys;
+                    sum.max_keys += s.max_keys;
+                }
+                None => {
+                    out.insert(name.clone(), s);
+                }
+            }
+        }
+        out
     }
 
     /// The pipeline named `name`: the policies its `[pipeline.NAME]` section names, or, without such

@@ -265,4 +265,9 @@ async fn keyed_rate_limiters_are_shared_by_name_and_key_type() {
     // Another key type is another limiter.
     let by_id = registry.keyed_rate_limiter::<u64>("per-tenant");
     assert!(by_id.try_acquire(&7, 1).is_ok());
+    // The registry's stats add up the limiters of one name across key types.
+    let stats = &registry.stats().keyed_rate_limit["per-tenant"];
+    assert_eq!((stats.permitted, stats.rejected), (4, 1));
+    assert_eq!(stats.keys, 3, "acme and globex by name, 7 by id");
+    assert_eq!(stats.max_keys, 2 * by_id.stats().max_keys);
 }

@@ -31,6 +31,12 @@
 //! # }
 //! ```
 
+/// The adapters' guide, `docs/telemetry-adapters.md`: its examples run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/telemetry-adapters.md")]
+struct AdaptersGuide;
+
+pub mod adapt;
 pub mod histogram;
 mod labels;
 mod layer;
