@@ -7,6 +7,8 @@
 //!   past a limit new label sets share an overflow series.
 //! - **Collectors** write other metrics into every [`Snapshot`]: your own, and adapters over the
 //!   policies' and pools' own counters.
+//! - **Adapters** ([`adapt`]) turn the resilience policies', pools' and balancers' own stats and
+//!   events into metrics.
 //! - **Export**: every exporter reads a [`Snapshot`].
 //!
 //! Time comes from `tokio::time`, so tests run on paused time.
@@ -30,11 +32,6 @@
 //! assert!(p99 >= Duration::from_millis(99) && p99 <= Duration::from_micros(100_600));
 //! # }
 //! ```
-
-/// The adapters' guide, `docs/telemetry-adapters.md`: its examples run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../docs/telemetry-adapters.md")]
-struct AdaptersGuide;
 
 pub mod adapt;
 pub mod histogram;
