@@ -7,6 +7,9 @@
 //!   past a limit new label sets share an overflow series.
 //! - **Collectors** write other metrics into every [`Snapshot`]: your own, and adapters over the
 //!   policies' and pools' own counters.
+//! - **Host, process, runtime and allocator metrics** ([`HostCollector`], [`ProcessCollector`],
+//!   [`RuntimeCollector`], [`CountingAllocator`] with [`AllocCollector`]) show why a service is
+//!   slow: CPU, memory, disks, network, the tokio workers' load, allocation churn.
 //! - **Export**: every exporter reads a [`Snapshot`].
 //!
 //! Time comes from `tokio::time`, so tests run on paused time.
@@ -31,12 +34,18 @@
 //! # }
 //! ```
 
+mod alloc;
 pub mod histogram;
+mod host;
 mod labels;
 mod layer;
 mod operation;
+mod runtime;
 pub mod snapshot;
 mod telemetry;
+
+pub use alloc::{AllocCollector, AllocDelta, AllocStats, CountingAllocator};
+pub use host::{HostCollector, HostConfig, HostError, ProcessCollector};
 
 pub use labels::{Labels, OVERFLOW_LABEL};
 pub use layer::{TelemetryLayer, TelemetryService};
@@ -44,6 +53,7 @@ pub use operation::{
     Instrumented, Operation, OperationInterval, OperationStats, Outcome, TICK, TickReport, Timer,
     Window, WindowStats,
 };
+pub use runtime::{RuntimeCollector, RuntimeSample};
 pub use snapshot::{
     Collector, FamilyWriter, HistogramValue, MetricFamily, MetricKind, MetricsWriter, Series,
     Snapshot, Unit, Value,
@@ -51,3 +61,9 @@ pub use snapshot::{
 pub use telemetry::{
     Counter, EXPORT_BUCKETS, Gauge, OVERFLOW_OPERATION, Telemetry, TelemetryConfig, Ticker,
 };
+
+/// The guide to host, process, runtime and allocator metrics, `docs/telemetry-host.md`: its
+/// examples run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/telemetry-host.md")]
+struct HostGuide;
