@@ -9,6 +9,9 @@
 //!   policies' and pools' own counters.
 //! - **Adapters** ([`adapt`]) turn the resilience policies', pools' and balancers' own stats and
 //!   events into metrics.
+//! - **Host, process, runtime and allocator metrics** ([`HostCollector`], [`ProcessCollector`],
+//!   [`RuntimeCollector`], [`CountingAllocator`] with [`AllocCollector`]) show why a service is
+//!   slow: CPU, memory, disks, network, the tokio workers' load, allocation churn.
 //! - **Export**: every exporter reads a [`Snapshot`].
 //!
 //! Time comes from `tokio::time`, so tests run on paused time.
@@ -34,12 +37,18 @@
 //! ```
 
 pub mod adapt;
+mod alloc;
 pub mod histogram;
+mod host;
 mod labels;
 mod layer;
 mod operation;
+mod runtime;
 pub mod snapshot;
 mod telemetry;
+
+pub use alloc::{AllocCollector, AllocDelta, AllocStats, CountingAllocator};
+pub use host::{HostCollector, HostConfig, HostError, ProcessCollector};
 
 pub use labels::{Labels, OVERFLOW_LABEL};
 pub use layer::{TelemetryLayer, TelemetryService};
@@ -47,6 +56,7 @@ pub use operation::{
     Instrumented, Operation, OperationInterval, OperationStats, Outcome, TICK, TickReport, Timer,
     Window, WindowStats,
 };
+pub use runtime::{RuntimeCollector, RuntimeSample};
 pub use snapshot::{
     Collector, FamilyWriter, HistogramValue, MetricFamily, MetricKind, MetricsWriter, Series,
     Snapshot, Unit, Value,

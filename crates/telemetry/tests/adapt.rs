@@ -155,9 +155,11 @@ async fn event_counters_count_breaker_transitions_and_rejections() {
 #[tokio::test(start_paused = true)]
 async fn event_counters_stay_within_the_registrys_series_limit_and_lose_no_event() {
     let registry = Registry::default();
-    let mut config = TelemetryConfig::default();
-    config.max_series_per_metric = 2;
-    let telemetry = config.build();
+    let telemetry = TelemetryConfig {
+        max_series_per_metric: 2,
+        ..TelemetryConfig::default()
+    }
+    .build();
     let _counting = EventCounters::attach(registry.events(), &telemetry);
     let names = ["a", "b", "c", "d", "e"];
     for name in names {
