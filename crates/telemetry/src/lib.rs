@@ -8,6 +8,8 @@
 //! - **Collectors** write other metrics into every [`Snapshot`]: your own, and adapters over the
 //!   policies' and pools' own counters.
 //! - **Export**: every exporter reads a [`Snapshot`].
+//! - **Detection** ([`detect`]): latency and error steps with the dependency responsible, slow
+//!   trends over 1-minute rollups, and forecasts of exhaustion, from each tick's [`TickReport`].
 //!
 //! Time comes from `tokio::time`, so tests run on paused time.
 //!
@@ -31,6 +33,7 @@
 //! # }
 //! ```
 
+pub mod detect;
 pub mod histogram;
 mod labels;
 mod layer;
