@@ -296,9 +296,10 @@ async fn seconds_that_jitter_more_than_sampling_explains_do_not_alert() {
 #[tokio::test(start_paused = true)]
 async fn p_values_are_honest_under_stationary_noise() {
     // With the minimum effects off, a test at per-test level 0.01 (0.1 split over ten tests a
-    // tick) should fire at about 1 % of the ~2,900 tested operation-seconds, fewer once each
-    // alarm restarts that operation's baseline for 20 s: about 25 per signal. Far more would mean
-    // the p-values are too small; none, that the test cannot fire.
+    // tick) falls below it in about 1 % of the ~2,900 tested operation-seconds: at most ~29
+    // alarms per signal, fewer because overlapping windows make one excursion span several
+    // seconds and each alarm restarts that operation's baseline for 20 s (seeds gave 8 to 21).
+    // Far more would mean p-values that are too small; none, a test that cannot fire.
     let mut config = DetectorConfig::default();
     config.step.min_latency_ratio = 1.0;
     config.step.min_latency_increase = Duration::ZERO;
