@@ -13,6 +13,8 @@
 //!   [`RuntimeCollector`], [`CountingAllocator`] with [`AllocCollector`]) show why a service is
 //!   slow: CPU, memory, disks, network, the tokio workers' load, allocation churn.
 //! - **Export**: every exporter reads a [`Snapshot`].
+//! - **Detection** ([`detect`]): latency and error steps with the dependency responsible, slow
+//!   trends over 1-minute rollups, and forecasts of exhaustion, from each tick's [`TickReport`].
 //!
 //! Time comes from `tokio::time`, so tests run on paused time.
 //!
@@ -38,6 +40,7 @@
 
 pub mod adapt;
 mod alloc;
+pub mod detect;
 pub mod histogram;
 mod host;
 mod labels;
