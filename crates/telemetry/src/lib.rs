@@ -7,7 +7,8 @@
 //!   past a limit new label sets share an overflow series.
 //! - **Collectors** write other metrics into every [`Snapshot`]: your own, and adapters over the
 //!   policies' and pools' own counters.
-//! - **Export**: every exporter reads a [`Snapshot`].
+//! - **Export** ([`export`]): Prometheus / OpenMetrics text for scrapes, OTLP over HTTP (feature
+//!   `otlp`); every exporter reads a [`Snapshot`].
 //!
 //! Time comes from `tokio::time`, so tests run on paused time.
 //!
@@ -31,6 +32,7 @@
 //! # }
 //! ```
 
+pub mod export;
 pub mod histogram;
 mod labels;
 mod layer;
