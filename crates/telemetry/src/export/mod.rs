@@ -22,6 +22,7 @@
 //! assert!(text.ends_with("# EOF\n"));
 //! ```
 
+use crate::HistogramValue;
 use std::time::Duration;
 
 #[cfg(feature = "otlp")]
@@ -113,4 +114,32 @@ impl ExportError {
             ExportError::Write(_) | ExportError::Rejected { .. } => false,
         }
     }
+}
+
+/// The gauge every exporter adds: series left out of the export, past a cardinality limit
+/// ([`Snapshot::dropped_series`](crate::Snapshot::dropped_series)) or invalid (a counter below
+/// zero or NaN, a histogram whose bounds or counts go backwards).
+pub const DROPPED_SERIES_METRIC: &str = "rampart_telemetry_dropped_series";
+
+const DROPPED_SERIES_HELP: &str =
+    "Series left out of this export: past a cardinality limit, or invalid.";
+
+/// Fills `out` with `h`'s buckets as counts per bucket (not cumulative), the `+Inf` bucket last,
+/// and returns the total count; `None` if `h` is not a valid histogram. A `count` below the last
+/// cumulative bucket is raised to it, so the buckets always add up to the count.
+fn per_bucket(h: &HistogramValue, out: &mut Vec<(f64, u64)>) -> Option<u64> {
+    out.clear();
+    let (mut bound, mut seen) = (f64::NEG_INFINITY, 0u64);
+    for &(upper, cumulative) in &h.buckets {
+        if upper == f64::INFINITY {
+            continue; // implied by `count`, written below
+        }
+        if upper.is_nan() || upper <= bound || cumulative < seen {
+            return None;
+        }
+        out.push((upper, cumulative - seen));
+        (bound, seen) = (upper, cumulative);
+    }
+    out.push((f64::INFINITY, h.count.saturating_sub(seen)));
+    Some(h.count.max(seen))
 }

@@ -28,8 +28,9 @@
 //! assert!(scrape.body.contains("# TYPE rampart_jobs_done_total counter\nrampart_jobs_done_total 3.0\n"));
 //! ```
 
-use super::ExportError;
-use crate::snapshot::{HistogramValue, MetricFamily, MetricKind, Snapshot, Value};
+use super::DROPPED_SERIES_METRIC;
+use super::{DROPPED_SERIES_HELP, ExportError, per_bucket};
+use crate::snapshot::{MetricFamily, MetricKind, Snapshot, Value};
 use crate::{Labels, Telemetry};
 use prometheus_client::collector::Collector as PromCollector;
 use prometheus_client::encoding::{
@@ -47,9 +48,6 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 
 /// The content type of Prometheus text 0.0.4, what [`Format::Text`] produces.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The gauge that counts the series left out of an exposition.
-pub const DROPPED_SERIES_METRIC: &str = "rampart_telemetry_dropped_series";
 
 /// A text exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -254,8 +252,8 @@ fn encode_snapshot(
     }
     let name = DROPPED_SERIES_METRIC;
     if claim(&mut taken, name, MetricKind::Gauge) {
-        let help = "Series left out of this exposition: past a cardinality limit, or invalid.";
-        let mut metric = out.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        let mut metric =
+            out.encode_descriptor(name, DROPPED_SERIES_HELP, None, MetricType::Gauge)?;
         metric.encode_gauge(&(dropped as f64))?;
     }
     Ok(())
@@ -312,18 +310,14 @@ fn encode_family(
     for series in &family.series {
         let written = if series.labels.is_empty() {
             // Through `encode_family` even no labels would be written, as `{}`.
-            encode_value(&series.value, format, buckets, &mut metric)?
+            encode_value(family.kind, &series.value, format, buckets, &mut metric)?
         } else {
             let labels = SeriesLabels {
                 labels: &series.labels,
                 histogram,
             };
-            encode_value(
-                &series.value,
-                format,
-                buckets,
-                &mut metric.encode_family(&labels)?,
-            )?
+            let mut metric = metric.encode_family(&labels)?;
+            encode_value(family.kind, &series.value, format, buckets, &mut metric)?
         };
         if !written {
             dropped += 1;
@@ -332,23 +326,24 @@ fn encode_family(
     Ok(dropped)
 }
 
-/// Writes one value; false if it is invalid and was left out.
+/// Writes one value; false if it is invalid (or not of the family's kind) and was left out.
 fn encode_value(
+    kind: MetricKind,
     value: &Value,
     format: Format,
     buckets: &mut Vec<(f64, u64)>,
     m: &mut MetricEncoder<'_>,
 ) -> Result<bool, fmt::Error> {
-    match value {
-        Value::Counter(v) if *v >= 0.0 => match format {
+    match (kind, value) {
+        (MetricKind::Counter, Value::Counter(v)) if *v >= 0.0 => match format {
             Format::OpenMetrics => m.encode_counter::<NoLabelSet, f64, f64>(v, None)?,
             Format::Text => m.encode_gauge(v)?,
         },
-        Value::Gauge(v) => m.encode_gauge(v)?,
-        Value::Histogram(h) if per_bucket(h, buckets) => {
-            let count = h.count.max(h.buckets.last().map_or(0, |b| b.1));
-            m.encode_histogram::<NoLabelSet>(h.sum, count, buckets, None)?;
-        }
+        (MetricKind::Gauge, Value::Gauge(v)) => m.encode_gauge(v)?,
+        (MetricKind::Histogram, Value::Histogram(h)) => match per_bucket(h, buckets) {
+            Some(count) => m.encode_histogram::<NoLabelSet>(h.sum, count, buckets, None)?,
+            None => return Ok(false),
+        },
         _ => return Ok(false),
     }
     Ok(true)
@@ -368,25 +363,6 @@ fn claim(taken: &mut HashSet<String>, name: &str, kind: MetricKind) -> bool {
         return false;
     }
     taken.extend(suffixes.iter().map(|s| format!("{name}{s}")));
-    true
-}
-
-/// Fills `out` with `h`'s buckets as prometheus-client wants them: counts per bucket (it sums
-/// them up again), the `+Inf` bucket last. False if `h` is not a valid histogram.
-fn per_bucket(h: &HistogramValue, out: &mut Vec<(f64, u64)>) -> bool {
-    out.clear();
-    let (mut bound, mut seen) = (f64::NEG_INFINITY, 0u64);
-    for &(upper, cumulative) in &h.buckets {
-        if upper == f64::INFINITY {
-            continue; // implied by `count`, written below
-        }
-        if upper.is_nan() || upper <= bound || cumulative < seen {
-            return false;
-        }
-        out.push((upper, cumulative - seen));
-        (bound, seen) = (upper, cumulative);
-    }
-    out.push((f64::INFINITY, h.count.saturating_sub(seen)));
     true
 }
 
@@ -468,7 +444,7 @@ impl EncodeLabelSet for SeriesLabels<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Series;
+    use crate::snapshot::{HistogramValue, Series};
     use crate::{MetricKind, Unit};
 
     fn one_family(kind: MetricKind, unit: Option<Unit>, values: Vec<(Labels, Value)>) -> Snapshot {
