@@ -65,6 +65,14 @@ fn telemetry() -> Telemetry {
             Labels::new().with("pool", "a"),
         )
         .set(3.0);
+    telemetry
+        .gauge(
+            "rampart_load",
+            "Share of capacity in use.",
+            Some(Unit::Ratio),
+            Labels::new(),
+        )
+        .set(0.25);
     telemetry.register_collector(|out: &mut MetricsWriter<'_>| {
         let h = |count, sum| {
             Value::Histogram(HistogramValue {
@@ -202,14 +210,15 @@ async fn text_scrape_passes_promtool_check_metrics_without_a_lint_warning() {
 
     // What promtool accepted is what was recorded.
     for line in [
-        format!("rampart_operation_requests_total{{operation=\"db.query\",statement=\"{NASTY_ESCAPED}\"}} 51.0"),
-        format!("rampart_operation_errors_total{{operation=\"db.query\",statement=\"{NASTY_ESCAPED}\"}} 1.0"),
-        "rampart_operation_requests_total{operation=\"cache.get\"} 1.0".into(),
+        format!("rampart_operation_requests_total{{operation=\"db.query\",statement=\"{NASTY_ESCAPED}\"}} 51"),
+        format!("rampart_operation_errors_total{{operation=\"db.query\",statement=\"{NASTY_ESCAPED}\"}} 1"),
+        "rampart_operation_requests_total{operation=\"cache.get\"} 1".into(),
         "# TYPE rampart_jobs_done_total counter".into(),
-        "rampart_jobs_done_total{queue=\"mail\"} 7.0".into(),
-        "rampart_jobs_done_total 1.0".into(),
-        "rampart_heap_bytes 1500000.0".into(),
-        "rampart_workers{pool=\"a\"} 3.0".into(),
+        "rampart_jobs_done_total{queue=\"mail\"} 7".into(),
+        "rampart_jobs_done_total 1".into(),
+        "rampart_heap_bytes 1500000".into(),
+        "rampart_workers{pool=\"a\"} 3".into(),
+        "rampart_load_ratio 0.25".into(),
         "# HELP rampart_probe_duration_seconds Probe latency, \"end to end\" \\\\ with a\\nsecond line.".into(),
         "rampart_probe_duration_seconds_bucket{le=\"0.01\",target=\"db\"} 5".into(),
         "rampart_probe_duration_seconds_bucket{le=\"+Inf\",target=\"db\"} 10".into(),
@@ -234,7 +243,7 @@ async fn openmetrics_scrape_passes_prometheus_openmetrics_parser() {
     assert!(body.ends_with("\n# EOF\n"), "{body}");
     for line in [
         "# TYPE rampart_jobs_done counter",
-        "rampart_jobs_done_total{queue=\"mail\"} 7.0",
+        "rampart_jobs_done_total{queue=\"mail\"} 7",
         "# UNIT rampart_operation_duration_seconds seconds",
         "# HELP rampart_probe_duration_seconds Probe latency, \\\"end to end\\\" \\\\ with a\\nsecond line.",
     ] {

@@ -18,7 +18,7 @@
 //! let telemetry = Telemetry::new();
 //! telemetry.operation("db.query").record_ok(Duration::from_millis(3));
 //! let text = prometheus::render(&telemetry);
-//! assert!(text.contains(r#"rampart_operation_requests_total{operation="db.query"} 1.0"#));
+//! assert!(text.contains(r#"rampart_operation_requests_total{operation="db.query"} 1"#));
 //! assert!(text.ends_with("# EOF\n"));
 //! ```
 
