@@ -53,3 +53,8 @@ pub use snapshot::{
 pub use telemetry::{
     Counter, EXPORT_BUCKETS, Gauge, OVERFLOW_OPERATION, Telemetry, TelemetryConfig, Ticker,
 };
+
+// The export chapter of the guide, compiled as doctests until it joins docs/telemetry.md.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/telemetry-export.md")]
+pub struct ExportGuide;

@@ -2,6 +2,8 @@
 #![cfg(feature = "otlp")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -16,9 +18,6 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use prost::Message;
 use rampart_telemetry::export::otlp::{OtlpConfig, OtlpExporter};
-use rampart_telemetry::{
-    HistogramValue, Labels, MetricKind, MetricsWriter, Telemetry, Unit, Value,
-};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -165,50 +164,6 @@ fn exporter(url: &str, configure: impl FnOnce(&mut OtlpConfig)) -> OtlpExporter 
     config.build().unwrap()
 }
 
-fn telemetry() -> Telemetry {
-    let telemetry = Telemetry::new();
-    let db = telemetry.operation_with("db.query", Labels::new().with("statement", "SELECT \"1\""));
-    for ms in 1..=50 {
-        db.record_ok(Duration::from_millis(ms));
-    }
-    db.record_error(Duration::from_millis(700));
-    telemetry
-        .counter(
-            "rampart_jobs_done",
-            "Jobs finished.",
-            Labels::new().with("queue", "mail"),
-        )
-        .add(7);
-    telemetry
-        .counter("rampart_jobs_done", "Jobs finished.", Labels::new())
-        .inc();
-    telemetry
-        .gauge(
-            "rampart_heap",
-            "Heap in use.",
-            Some(Unit::Bytes),
-            Labels::new(),
-        )
-        .set(1.5e6);
-    telemetry.register_collector(|out: &mut MetricsWriter<'_>| {
-        out.family(
-            "rampart_probe_duration",
-            "Probe latency.",
-            MetricKind::Histogram,
-            Some(Unit::Seconds),
-        )
-        .series(
-            Labels::new().with("target", "db"),
-            Value::Histogram(HistogramValue {
-                buckets: vec![(0.01, 5), (0.1, 9), (1.0, 9)],
-                sum: 2.5,
-                count: 10,
-            }),
-        );
-    });
-    telemetry
-}
-
 fn string(kv: &[KeyValue], key: &str) -> Option<String> {
     kv.iter()
         .find(|a| a.key == key)
@@ -247,7 +202,7 @@ fn point(points: &[NumberDataPoint], attrs: &[(&str, &str)]) -> f64 {
 async fn export_delivers_every_kind_with_resource_and_headers() {
     let mut receiver = Receiver::start(vec![]).await;
     exporter(&receiver.url(), |_| {})
-        .export(&telemetry().snapshot())
+        .export(&common::telemetry().snapshot())
         .await
         .unwrap();
     let Received {
@@ -292,7 +247,8 @@ async fn export_delivers_every_kind_with_resource_and_headers() {
     };
     assert_eq!(point(&heap.data_points, &[]), 1.5e6);
 
-    let op = [("operation", "db.query"), ("statement", "SELECT \"1\"")];
+    // Attribute values go as they are: nothing to escape in protobuf.
+    let op = [("operation", "db.query"), ("statement", common::NASTY)];
     let Some(metric::Data::Sum(requests)) = &metric(&request, "rampart_operation_requests").data
     else {
         panic!("rampart_operation_requests is not a sum");
@@ -337,7 +293,7 @@ async fn retryable_answers_are_retried_until_accepted() {
     ];
     let mut receiver = Receiver::start(answers).await;
     exporter(&receiver.url(), |_| {})
-        .export(&telemetry().snapshot())
+        .export(&common::telemetry().snapshot())
         .await
         .unwrap();
     for _ in 0..3 {
@@ -350,7 +306,7 @@ async fn retryable_answers_are_retried_until_accepted() {
 async fn other_errors_fail_at_once_without_printing_headers() {
     let mut receiver = Receiver::start(vec![Answer::Status(400, None)]).await;
     let error = exporter(&receiver.url(), |_| {})
-        .export(&telemetry().snapshot())
+        .export(&common::telemetry().snapshot())
         .await
         .unwrap_err();
     assert_eq!(error.status(), Some(400));
@@ -363,7 +319,7 @@ async fn other_errors_fail_at_once_without_printing_headers() {
 
     let mut receiver = Receiver::start(vec![Answer::Partial(2)]).await;
     let error = exporter(&receiver.url(), |_| {})
-        .export(&telemetry().snapshot())
+        .export(&common::telemetry().snapshot())
         .await
         .unwrap_err();
     assert!(
@@ -383,7 +339,10 @@ async fn a_receiver_that_never_answers_times_out_after_bounded_attempts() {
         c.max_attempts = 2;
     });
     let started = std::time::Instant::now();
-    let error = exporter.export(&telemetry().snapshot()).await.unwrap_err();
+    let error = exporter
+        .export(&common::telemetry().snapshot())
+        .await
+        .unwrap_err();
     let took = started.elapsed();
     assert!(error.is_timeout(), "{error}");
     // Two attempts of 200 ms and one wait of at most 100 ms, plus slack for a busy machine.
@@ -403,7 +362,10 @@ async fn refused_connections_are_retried_then_reported() {
         .local_addr()
         .unwrap();
     let exporter = exporter(&format!("http://{addr}"), |c| c.max_attempts = 2);
-    let error = exporter.export(&telemetry().snapshot()).await.unwrap_err();
+    let error = exporter
+        .export(&common::telemetry().snapshot())
+        .await
+        .unwrap_err();
     assert!(error.is_retryable());
     assert!(
         error
@@ -429,7 +391,7 @@ async fn dropping_an_export_midway_closes_its_connection() {
     });
 
     let exporter = exporter(&url, |_| {});
-    let snapshot = telemetry().snapshot();
+    let snapshot = common::telemetry().snapshot();
     let mut export = Box::pin(exporter.export(&snapshot));
     tokio::select! {
         _ = &mut export => panic!("the receiver never answers"),
@@ -445,7 +407,7 @@ async fn dropping_an_export_midway_closes_its_connection() {
 #[tokio::test]
 async fn periodic_push_counts_outcomes_and_shutdown_pushes_once_more() {
     let mut receiver = Receiver::start(vec![]).await;
-    let telemetry = telemetry();
+    let telemetry = common::telemetry();
     let exporter = exporter(&receiver.url(), |c| c.interval = Duration::from_millis(50));
     let task = exporter.spawn(telemetry.clone());
     receiver.request().await;

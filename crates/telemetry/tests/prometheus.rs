@@ -3,95 +3,26 @@
 //! create-blocks-from openmetrics` runs Prometheus' own OpenMetrics parser.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rampart_telemetry::Telemetry;
 use rampart_telemetry::export::prometheus::{self, Format};
-use rampart_telemetry::{
-    HistogramValue, Labels, MetricKind, MetricsWriter, Telemetry, Unit, Value,
-};
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 /// What Prometheus 2.x sends when it scrapes.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
     application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
-/// A label value that needs every escape: quotes, backslashes, a line feed.
-const NASTY: &str = "SELECT \"a\\b\"\nFROM t";
 const NASTY_ESCAPED: &str = r#"SELECT \"a\\b\"\nFROM t"#;
-
-/// A registry with every kind of series: operations (with errors, escaped labels and none),
-/// counters, gauges (one without labels), a histogram family written by a collector.
-fn telemetry() -> Telemetry {
-    let telemetry = Telemetry::new();
-    let db = telemetry.operation_with("db.query", Labels::new().with("statement", NASTY));
-    for ms in 1..=50 {
-        db.record_ok(Duration::from_millis(ms));
-    }
-    db.record_error(Duration::from_millis(700));
-    telemetry
-        .operation("cache.get")
-        .record_ok(Duration::from_micros(300));
-    telemetry
-        .counter(
-            "rampart_jobs_done",
-            "Jobs finished.",
-            Labels::new().with("queue", "mail"),
-        )
-        .add(7);
-    telemetry
-        .counter("rampart_jobs_done", "Jobs finished.", Labels::new())
-        .inc();
-    telemetry
-        .gauge(
-            "rampart_heap",
-            "Heap in use.",
-            Some(Unit::Bytes),
-            Labels::new(),
-        )
-        .set(1.5e6);
-    telemetry
-        .gauge(
-            "rampart_workers",
-            "Workers running.",
-            None,
-            Labels::new().with("pool", "a"),
-        )
-        .set(3.0);
-    telemetry
-        .gauge(
-            "rampart_load",
-            "Share of capacity in use.",
-            Some(Unit::Ratio),
-            Labels::new(),
-        )
-        .set(0.25);
-    telemetry.register_collector(|out: &mut MetricsWriter<'_>| {
-        let h = |count, sum| {
-            Value::Histogram(HistogramValue {
-                buckets: vec![(0.01, count / 2), (0.1, count - 1), (1.0, count - 1)],
-                sum,
-                count,
-            })
-        };
-        out.family(
-            "rampart_probe_duration",
-            "Probe latency, \"end to end\" \\ with a\nsecond line.",
-            MetricKind::Histogram,
-            Some(Unit::Seconds),
-        )
-        .series(Labels::new().with("target", "db"), h(10, 2.5))
-        .series(Labels::new(), h(4, 1.25));
-    });
-    telemetry
-}
 
 /// Serves `GET /metrics` from `telemetry` on a free port until the returned task is aborted.
 async fn serve(telemetry: Telemetry) -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -197,7 +128,7 @@ fn run_promtool(promtool: &str, args: &[&str], input: &str) -> (bool, String) {
 #[tokio::test]
 async fn text_scrape_passes_promtool_check_metrics_without_a_lint_warning() {
     let Some(promtool) = promtool() else { return };
-    let (addr, server) = serve(telemetry()).await;
+    let (addr, server) = serve(common::telemetry()).await;
     let (content_type, body) = scrape(addr, "text/plain;version=0.0.4").await;
     server.abort();
     assert_eq!(content_type, prometheus::TEXT_CONTENT_TYPE);
@@ -236,7 +167,7 @@ async fn text_scrape_passes_promtool_check_metrics_without_a_lint_warning() {
 #[tokio::test]
 async fn openmetrics_scrape_passes_prometheus_openmetrics_parser() {
     let Some(promtool) = promtool() else { return };
-    let (addr, server) = serve(telemetry()).await;
+    let (addr, server) = serve(common::telemetry()).await;
     let (content_type, body) = scrape(addr, PROMETHEUS_ACCEPT).await;
     server.abort();
     assert_eq!(content_type, prometheus::OPENMETRICS_CONTENT_TYPE);
@@ -285,7 +216,7 @@ async fn openmetrics_scrape_passes_prometheus_openmetrics_parser() {
 
 #[tokio::test]
 async fn scrape_format_follows_the_accept_header() {
-    let (addr, server) = serve(telemetry()).await;
+    let (addr, server) = serve(common::telemetry()).await;
     let (om, _) = scrape(addr, PROMETHEUS_ACCEPT).await;
     let (text, _) = scrape(addr, "*/*").await;
     server.abort();
