@@ -12,7 +12,8 @@
 //! - **Host, process, runtime and allocator metrics** ([`HostCollector`], [`ProcessCollector`],
 //!   [`RuntimeCollector`], [`CountingAllocator`] with [`AllocCollector`]) show why a service is
 //!   slow: CPU, memory, disks, network, the tokio workers' load, allocation churn.
-//! - **Export**: every exporter reads a [`Snapshot`].
+//! - **Export** ([`export`]): Prometheus / OpenMetrics text for scrapes, OTLP over HTTP (feature
+//!   `otlp`); every exporter reads a [`Snapshot`].
 //! - **Detection** ([`detect`]): latency and error steps with the dependency responsible, slow
 //!   trends over 1-minute rollups, and forecasts of exhaustion, from each tick's [`TickReport`].
 //!
@@ -41,6 +42,7 @@
 pub mod adapt;
 mod alloc;
 pub mod detect;
+pub mod export;
 pub mod histogram;
 mod host;
 mod labels;

@@ -429,7 +429,7 @@ impl Telemetry {
         );
         let mut latency = fam(
             "rampart_operation_latency",
-            "Latency percentiles over sliding windows.",
+            "Latency percentiles over sliding windows (100 is the maximum).",
             MetricKind::Gauge,
             Some(Unit::Seconds),
         );
@@ -483,16 +483,18 @@ impl Telemetry {
             for w in Window::SLIDING {
                 let ws = stats.window(w);
                 let wl = base.clone().with("window", w.as_str());
-                for (q, v) in [
-                    ("0.5", ws.p50),
-                    ("0.9", ws.p90),
-                    ("0.99", ws.p99),
-                    ("0.999", ws.p999),
-                    ("1", ws.max),
+                // `percentile`, not `quantile`: in Prometheus a `quantile` label belongs to
+                // summaries only (promtool flags it on a gauge), and these are gauges.
+                for (p, v) in [
+                    ("50", ws.p50),
+                    ("90", ws.p90),
+                    ("99", ws.p99),
+                    ("99.9", ws.p999),
+                    ("100", ws.max),
                 ] {
                     if let Some(v) = v {
                         latency.series.push(Series {
-                            labels: wl.clone().with("quantile", q),
+                            labels: wl.clone().with("percentile", p),
                             value: Value::Gauge(v.as_secs_f64()),
                         });
                     }

@@ -348,7 +348,7 @@ async fn the_snapshot_exports_histograms_and_window_percentiles() {
     let p99 = snap
         .value(
             "rampart_operation_latency",
-            &[("operation", "db"), ("window", "10s"), ("quantile", "0.99")],
+            &[("operation", "db"), ("window", "10s"), ("percentile", "99")],
         )
         .cloned();
     let Some(Value::Gauge(p99)) = p99 else {
