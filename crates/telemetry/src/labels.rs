@@ -2,12 +2,15 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// The label every overflow series carries: past the cardinality limit, new label values of a
 /// metric are folded into one series labelled `rampart_overflow="true"`.
 pub const OVERFLOW_LABEL: &str = "rampart_overflow";
 
-/// An ordered set of labels. Cheap to build from `&'static str` names and values.
+/// An ordered set of labels. Cheap to build from `&'static str` names and values, and cheap to
+/// clone: the pairs are shared by reference count (a snapshot copies no label set), and a clone is
+/// only copied when it is changed.
 ///
 /// ```
 /// use rampart_telemetry::Labels;
@@ -15,13 +18,19 @@ pub const OVERFLOW_LABEL: &str = "rampart_overflow";
 /// assert_eq!(labels.get("method"), Some("GET"));
 /// assert_eq!(labels.to_string(), r#"{route="/users",method="GET"}"#);
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<(Cow<'static, str>, Cow<'static, str>)>);
+#[derive(Clone, Default)]
+pub struct Labels(Option<Arc<Vec<Pair>>>);
+
+type Pair = (Cow<'static, str>, Cow<'static, str>);
 
 impl Labels {
     /// No labels.
     pub const fn new() -> Self {
-        Labels(Vec::new())
+        Labels(None)
+    }
+
+    fn pairs(&self) -> &[Pair] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// These labels plus `name="value"` (replacing an earlier value of `name`).
@@ -43,16 +52,17 @@ impl Labels {
     ) {
         let name = name.into();
         let value = value.into();
-        if let Some(slot) = self.0.iter_mut().find(|(n, _)| *n == name) {
+        let pairs = Arc::make_mut(self.0.get_or_insert_with(Default::default));
+        if let Some(slot) = pairs.iter_mut().find(|(n, _)| *n == name) {
             slot.1 = value;
         } else {
-            self.0.push((name, value));
+            pairs.push((name, value));
         }
     }
 
     /// The value of label `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.pairs()
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_ref())
@@ -60,17 +70,17 @@ impl Labels {
 
     /// The labels in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+        self.pairs().iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
 
     /// How many labels there are.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pairs().len()
     }
 
     /// Whether there are no labels.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs().is_empty()
     }
 
     /// The overflow series' labels: `rampart_overflow="true"`.
@@ -95,6 +105,32 @@ where
             labels.push(n, v);
         }
         labels
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs() == other.pairs()
+    }
+}
+
+impl Eq for Labels {}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pairs().hash(state);
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pairs().cmp(other.pairs())
     }
 }
 

@@ -244,7 +244,21 @@ pub(crate) struct OpInner {
     cancelled: AtomicU64,
     created: Instant,
     windows: Mutex<Windows>,
+    export: std::sync::OnceLock<ExportLabels>,
 }
+
+/// The label sets an operation's series carry in a snapshot, built once and shared by reference
+/// count with every snapshot after.
+pub(crate) struct ExportLabels {
+    /// `operation` plus the operation's own labels.
+    pub(crate) base: Labels,
+    /// Per sliding window: the base plus `window`, and that plus each `percentile`.
+    pub(crate) windows: [(Labels, [Labels; 5]); 3],
+}
+
+/// The `percentile` label values of the exported latency gauges, in the order of
+/// [`ExportLabels::windows`].
+pub(crate) const PERCENTILES: [&str; 5] = ["50", "90", "99", "99.9", "100"];
 
 /// A handle to one operation's RED series. Cheap to clone; recording takes no lock and allocates
 /// nothing.
@@ -288,6 +302,7 @@ impl Operation {
                 hist: AtomicHistogram::new(shards),
                 cancelled: AtomicU64::new(0),
                 created: Instant::now(),
+                export: std::sync::OnceLock::new(),
                 windows: Mutex::new(Windows {
                     tick_end: Instant::now(),
                     rings: [Ring::new(1, 9), Ring::new(5, 59), Ring::new(15, 299)],
@@ -355,6 +370,12 @@ impl Operation {
     /// The operation's statistics now: the closed ticks of each window plus what was recorded
     /// since the last tick.
     pub fn stats(&self) -> OperationStats {
+        self.stats_and_total().0
+    }
+
+    /// [`stats`](Self::stats) and the cumulative histogram since start, from one look at the
+    /// recording shards.
+    pub(crate) fn stats_and_total(&self) -> (OperationStats, Interval) {
         let now = Instant::now();
         let mut pending = Interval::default();
         self.inner.hist.peek_into(&mut pending);
@@ -368,7 +389,7 @@ impl Operation {
         };
         let mut total = w.total.clone();
         total.merge(&pending);
-        OperationStats {
+        let stats = OperationStats {
             name: self.inner.name.clone(),
             labels: self.inner.labels.clone(),
             windows: [
@@ -382,7 +403,25 @@ impl Operation {
                 ),
             ],
             cancelled: self.inner.cancelled.load(Ordering::Relaxed),
-        }
+        };
+        (stats, total)
+    }
+
+    /// The label sets of this operation's exported series.
+    pub(crate) fn export_labels(&self) -> &ExportLabels {
+        self.inner.export.get_or_init(|| {
+            let mut base = Labels::new().with("operation", self.inner.name.to_string());
+            for (n, v) in self.inner.labels.iter() {
+                base.push(n.to_owned(), v.to_owned());
+            }
+            let window = |w: Window| {
+                let wl = base.clone().with("window", w.as_str());
+                let per = PERCENTILES.map(|p| wl.clone().with("percentile", p));
+                (wl, per)
+            };
+            let windows = Window::SLIDING.map(window);
+            ExportLabels { base, windows }
+        })
     }
 
     /// Calls cancelled so far.

@@ -446,14 +446,9 @@ impl Telemetry {
             Some(Unit::Ratio),
         );
         for op in &ops {
-            let base = {
-                let mut l = Labels::new().with("operation", op.name().to_owned());
-                for (n, v) in op.labels().iter() {
-                    l.push(n.to_owned(), v.to_owned());
-                }
-                l
-            };
-            let stats = op.stats();
+            let labels = op.export_labels();
+            let base = &labels.base;
+            let (stats, total) = op.stats_and_total();
             let all = stats.window(Window::SinceStart);
             requests.series.push(Series {
                 labels: base.clone(),
@@ -467,7 +462,6 @@ impl Telemetry {
                 labels: base.clone(),
                 value: Value::Counter(stats.cancelled as f64),
             });
-            let total = op.total();
             let buckets = EXPORT_BUCKETS
                 .iter()
                 .map(|&b| (b, total.count_at_most(((b * 1e6) as u64).min(MAX_MICROS))))
@@ -480,21 +474,15 @@ impl Telemetry {
                     count: total.count,
                 }),
             });
-            for w in Window::SLIDING {
+            for (w, (wl, per)) in Window::SLIDING.into_iter().zip(&labels.windows) {
                 let ws = stats.window(w);
-                let wl = base.clone().with("window", w.as_str());
                 // `percentile`, not `quantile`: in Prometheus a `quantile` label belongs to
                 // summaries only (promtool flags it on a gauge), and these are gauges.
-                for (p, v) in [
-                    ("50", ws.p50),
-                    ("90", ws.p90),
-                    ("99", ws.p99),
-                    ("99.9", ws.p999),
-                    ("100", ws.max),
-                ] {
+                let values = [ws.p50, ws.p90, ws.p99, ws.p999, ws.max];
+                for (l, v) in per.iter().zip(values) {
                     if let Some(v) = v {
                         latency.series.push(Series {
-                            labels: wl.clone().with("percentile", p),
+                            labels: l.clone(),
                             value: Value::Gauge(v.as_secs_f64()),
                         });
                     }
@@ -504,7 +492,7 @@ impl Telemetry {
                     value: Value::Gauge(ws.rate),
                 });
                 ratio.series.push(Series {
-                    labels: wl,
+                    labels: wl.clone(),
                     value: Value::Gauge(ws.error_ratio),
                 });
             }
