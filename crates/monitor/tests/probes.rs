@@ -273,3 +273,20 @@ async fn a_full_accept_queue_is_a_connect_timeout() {
         .await;
     assert_eq!(r.failure_kind(), Some(FailureKind::ConnectTimeout), "{r:?}");
 }
+
+#[tokio::test]
+async fn a_probe_dropped_mid_way_leaves_the_probe_usable() {
+    let server = TestServer::start().await;
+    let mut c = check(&server.url("/health"));
+    c.keep_alive = true;
+    let kept = HttpProbe::new(c);
+    assert!(kept.probe(TIMEOUT).await.is_success());
+    // Poll the next probe once (it sends its request and waits for the server, which runs on
+    // this same thread and so cannot have answered), then drop it mid-way.
+    let mut cut = kept.probe(TIMEOUT);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(cut.as_mut().poll(cx))).await;
+    assert!(first.is_pending());
+    drop(cut);
+    let r = kept.probe(TIMEOUT).await;
+    assert!(r.is_success(), "{r:?}");
+}
