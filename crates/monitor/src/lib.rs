@@ -5,8 +5,8 @@
 //!   problem reported at once with its key path;
 //! - [`scheduler`]: each target on its own interval, first runs spread by a per-name offset, a
 //!   global and a per-host concurrency limit, each probe its own task bounded by its timeout;
-//! - [`probe`]: HTTP (phases: dns, connect, first byte, body; status, body, regex and JSON
-//!   pointer checks; redirects) and TCP probes, with typed failure kinds;
+//! - [`probe`]: HTTP and HTTPS (phases: dns, connect, tls, first byte, body; status, body, regex
+//!   and JSON pointer checks; redirects) and TCP probes, with typed failure kinds;
 //! - [`health`]: a state machine per target (unknown, healthy, degraded, recovering, unhealthy,
 //!   unreachable through a parent), a score 0–100, weighted group and overall scores, and typed
 //!   [`StateChange`](health::StateChange) events;

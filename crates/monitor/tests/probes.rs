@@ -290,3 +290,48 @@ async fn a_probe_dropped_mid_way_leaves_the_probe_usable() {
     let r = kept.probe(TIMEOUT).await;
     assert!(r.is_success(), "{r:?}");
 }
+
+#[tokio::test]
+async fn https_is_verified_and_its_handshake_timed() {
+    let (server, cert) = TestServer::start_tls().await;
+    let mut c = check(&server.https_url("/health"));
+    c.body_contains = Some("ok".into());
+    let r = HttpProbe::with_root_certificates(c.clone(), [cert])
+        .probe(TIMEOUT)
+        .await;
+    assert!(r.is_success(), "{r:?}");
+    let tls = r.phases.tls.expect("a tls phase");
+    assert!(tls <= r.latency && r.phases.connect.is_some() && r.phases.first_byte.is_some());
+
+    // The same server is not trusted by the built-in roots: a tls failure, after connecting.
+    let r = HttpProbe::new(c).probe(TIMEOUT).await;
+    assert_eq!(r.failure_kind(), Some(FailureKind::Tls), "{r:?}");
+    assert!(r.phases.connect.is_some() && r.phases.tls.is_none());
+}
+
+#[tokio::test]
+async fn https_to_a_name_the_certificate_does_not_cover_is_a_tls_failure() {
+    let (server, cert) = TestServer::start_tls().await;
+    let url = format!("https://127.0.0.1:{}/health", server.addr.port());
+    let r = HttpProbe::with_root_certificates(check(&url), [cert])
+        .probe(TIMEOUT)
+        .await;
+    assert_eq!(r.failure_kind(), Some(FailureKind::Tls), "{r:?}");
+}
+
+#[tokio::test]
+async fn https_keep_alive_reuses_the_tls_connection() {
+    let (server, cert) = TestServer::start_tls().await;
+    let mut c = check(&server.https_url("/health"));
+    c.keep_alive = true;
+    let probe = HttpProbe::with_root_certificates(c, [cert]);
+    let first = probe.probe(TIMEOUT).await;
+    let second = probe.probe(TIMEOUT).await;
+    assert!(
+        first.is_success() && second.is_success(),
+        "{first:?} {second:?}"
+    );
+    assert!(first.phases.tls.is_some());
+    assert!(second.details.reused_connection && second.phases.tls.is_none());
+    assert_eq!(server.control.connections.load(Ordering::SeqCst), 1);
+}

@@ -140,7 +140,12 @@ impl CheckConfig {
         match self {
             CheckConfig::Http(h) => {
                 let host = h.url.host().unwrap_or_default();
-                let port = h.url.port_u16().unwrap_or(80);
+                let default = if h.url.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                };
+                let port = h.url.port_u16().unwrap_or(default);
                 format!("{host}:{port}")
             }
             CheckConfig::Tcp(t) => t.address.clone(),
@@ -152,7 +157,7 @@ impl CheckConfig {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HttpCheck {
-    /// Absolute `http://` URL.
+    /// Absolute `http://` or `https://` URL.
     pub url: Uri,
     /// Request method (default `GET`).
     pub method: Method,
@@ -177,7 +182,7 @@ pub struct HttpCheck {
 }
 
 impl HttpCheck {
-    /// A `GET url` check expecting `2xx`, with no body checks. `url` must be absolute `http://`.
+    /// A `GET url` check expecting `2xx`, with no body checks. `url` must be absolute `http(s)://`.
     pub fn get(url: Uri) -> Self {
         HttpCheck {
             url,

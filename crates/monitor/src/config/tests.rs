@@ -130,7 +130,7 @@ fn reports_every_problem_with_its_path() {
         name = "d"
         kind = "http"
         [target.http]
-        url = "https://example.com/"
+        url = "ftp://example.com/"
         "#,
     );
     for (path, needle) in [
@@ -143,7 +143,7 @@ fn reports_every_problem_with_its_path() {
         ("target[1].http.method", "not an HTTP method"),
         ("target[1].tcp", "section for kind \"tcp\""),
         ("target[2].tcp", "section is missing"),
-        ("target[3].http.url", "https is not supported yet"),
+        ("target[3].http.url", "not an absolute http(s) URL"),
     ] {
         assert!(has(&p, path, needle), "{path}: {needle} not in {p:#?}");
     }

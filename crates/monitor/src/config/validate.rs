@@ -123,14 +123,10 @@ fn address_ok(path: &str, address: &str, errors: &mut ConfigError) -> bool {
 fn http(path: &str, raw: &RawHttp, errors: &mut ConfigError) -> Option<HttpCheck> {
     let before = errors.problems.len();
     let url = match raw.url.parse::<Uri>() {
-        Ok(u) if u.scheme_str() == Some("https") => {
-            errors.push(
-                format!("{path}.url"),
-                "https is not supported yet (TLS probes come in a later version)",
-            );
-            None
-        }
-        Ok(u) if u.scheme_str() == Some("http") && u.host().is_some_and(|h| !h.is_empty()) => {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some_and(|h| !h.is_empty()) =>
+        {
             Some(u)
         }
         _ => {

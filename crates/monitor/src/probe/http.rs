@@ -1,6 +1,7 @@
-//! The HTTP probe: one request on a fresh connection (or a kept one), every phase timed, the
+//! The HTTP(S) probe: one request on a fresh connection (or a kept one), every phase timed, the
 //! response checked for status and body.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +10,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, LOCATION};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
@@ -21,19 +24,22 @@ pub const BODY_CAP: usize = 1 << 20;
 
 type Failure = (FailureKind, String);
 
-/// Probes an `http://` URL with hyper's HTTP/1 client. Phases: dns, connect, first byte, body
-/// (summed over redirects). By default each probe opens a fresh connection so that every phase
-/// is measured; with `keep_alive` the connection is kept for the next probe.
+/// Probes an `http://` or `https://` URL with hyper's HTTP/1 client (TLS by rustls, verified
+/// against the Mozilla root certificates of `webpki-roots` unless other roots are given). Phases:
+/// dns, connect, tls, first byte, body (summed over redirects). By default each probe opens a
+/// fresh connection so that every phase is measured; with `keep_alive` the connection is kept
+/// for the next probe.
 #[derive(Debug)]
 pub struct HttpProbe {
     check: HttpCheck,
+    tls: Result<Arc<ClientConfig>, String>,
     kept: Mutex<Option<Connection>>,
 }
 
 /// A client connection and the task driving it, stopped when this is dropped.
 #[derive(Debug)]
 struct Connection {
-    authority: String,
+    endpoint: Endpoint,
     sender: SendRequest<Full<Bytes>>,
     driver: JoinHandle<()>,
 }
@@ -45,10 +51,35 @@ impl Drop for Connection {
 }
 
 impl HttpProbe {
-    /// A probe for `check`.
+    /// A probe for `check`; https is verified against the Mozilla roots of `webpki-roots`.
     pub fn new(check: HttpCheck) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Self::with_roots(check, roots)
+    }
+
+    /// A probe for `check` whose https connections trust only `roots` (a private CA, say).
+    pub fn with_root_certificates(
+        check: HttpCheck,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        let mut store = rustls::RootCertStore::empty();
+        for root in roots {
+            // A root rustls cannot read is left out; a server relying on it then fails as `tls`.
+            let _ = store.add(root);
+        }
+        Self::with_roots(check, store)
+    }
+
+    fn with_roots(check: HttpCheck, roots: rustls::RootCertStore) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+            .map_err(|e| format!("cannot set up TLS: {e}"));
         HttpProbe {
             check,
+            tls,
             kept: Mutex::new(None),
         }
     }
@@ -58,9 +89,9 @@ impl HttpProbe {
         let mut method = self.check.method.clone();
         let mut body = self.check.body.clone().unwrap_or_default();
         loop {
-            let authority = authority_of(&url)?;
-            let mut conn = self.open(&authority, deadline, result).await?;
-            let request = self.request(&url, &authority, &method, &body)?;
+            let endpoint = Endpoint::of(&url)?;
+            let mut conn = self.open(&endpoint, deadline, result).await?;
+            let request = self.request(&url, &endpoint.authority, &method, &body)?;
             let sent = Instant::now();
             let response = match timeout_at(deadline, conn.sender.send_request(request)).await {
                 Ok(Ok(r)) => r,
@@ -83,42 +114,59 @@ impl HttpProbe {
                 continue;
             }
             let bytes = read_body(response, deadline, result).await?;
-            if self.check.keep_alive && authority == authority_of(&self.check.url)? {
+            if self.check.keep_alive && endpoint == Endpoint::of(&self.check.url)? {
                 *self.kept.lock().await = Some(conn);
             }
             return self.judge(status.as_u16(), &bytes);
         }
     }
 
-    /// A kept connection to `authority` if there is a usable one, else a fresh one.
+    /// A kept connection to `endpoint` if there is a usable one, else a fresh one.
     async fn open(
         &self,
-        authority: &str,
+        endpoint: &Endpoint,
         deadline: Instant,
         result: &mut ProbeResult,
     ) -> Result<Connection, Failure> {
         if self.check.keep_alive {
             if let Some(mut kept) = self.kept.lock().await.take() {
                 let ready = timeout_at(deadline, kept.sender.ready()).await;
-                if kept.authority == authority && matches!(ready, Ok(Ok(()))) {
+                if kept.endpoint == *endpoint && matches!(ready, Ok(Ok(()))) {
                     result.details.reused_connection = true;
                     return Ok(kept);
                 }
             }
         }
-        let (stream, remote) = connect(authority, deadline, &mut result.phases).await?;
+        let (stream, remote) = connect(&endpoint.authority, deadline, &mut result.phases).await?;
         result.details.remote = Some(remote);
-        let (sender, connection) = timeout_at(deadline, http1::handshake(TokioIo::new(stream)))
+        let (sender, driver) = if endpoint.tls {
+            let config = self.tls.clone().map_err(|e| (FailureKind::Tls, e))?;
+            let name = ServerName::try_from(endpoint.host.clone()).map_err(|e| {
+                (
+                    FailureKind::Tls,
+                    format!("bad server name {:?}: {e}", endpoint.host),
+                )
+            })?;
+            let started = Instant::now();
+            let tls = timeout_at(
+                deadline,
+                tokio_rustls::TlsConnector::from(config).connect(name, stream),
+            )
             .await
-            .map_err(|_| timed_out("starting HTTP"))?
-            .map_err(|e| (FailureKind::Protocol, format!("cannot start HTTP: {e}")))?;
-        let driver = tokio::spawn(async move {
-            // The connection ends when the sender is dropped or the server closes it; its error
-            // surfaces on the request, so it is not reported again here.
-            let _ = connection.await;
-        });
+            .map_err(|_| timed_out("in the TLS handshake"))?
+            .map_err(|e| {
+                (
+                    FailureKind::Tls,
+                    format!("TLS handshake with {} failed: {e}", endpoint.host),
+                )
+            })?;
+            result.phases.tls = Some(started.elapsed());
+            start_http(tls, deadline).await?
+        } else {
+            start_http(stream, deadline).await?
+        };
         Ok(Connection {
-            authority: authority.to_owned(),
+            endpoint: endpoint.clone(),
             sender,
             driver,
         })
@@ -252,16 +300,59 @@ fn add(phase: &mut Option<Duration>, d: Duration) {
     *phase = Some(phase.unwrap_or_default() + d);
 }
 
-/// `host:port` of an `http://` URL.
-fn authority_of(url: &Uri) -> Result<String, Failure> {
-    if url.scheme_str() != Some("http") {
-        return Err((
-            FailureKind::Protocol,
-            format!("only http:// is supported so far, got {url}"),
-        ));
+/// Where a URL's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    /// `host:port`, the port defaulting to 80 or 443.
+    authority: String,
+    host: String,
+    tls: bool,
+}
+
+impl Endpoint {
+    fn of(url: &Uri) -> Result<Self, Failure> {
+        let tls = match url.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err((FailureKind::Protocol, format!("not an http(s) URL: {url}"))),
+        };
+        let host = url
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = url.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(Endpoint {
+            authority,
+            host,
+            tls,
+        })
     }
-    let host = url.host().unwrap_or_default();
-    Ok(format!("{host}:{}", url.port_u16().unwrap_or(80)))
+}
+
+/// Starts HTTP/1 on `io`, with the task that drives the connection.
+async fn start_http<I>(
+    io: I,
+    deadline: Instant,
+) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), Failure>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = timeout_at(deadline, http1::handshake(TokioIo::new(io)))
+        .await
+        .map_err(|_| timed_out("starting HTTP"))?
+        .map_err(|e| (FailureKind::Protocol, format!("cannot start HTTP: {e}")))?;
+    let driver = tokio::spawn(async move {
+        // The connection ends when the sender is dropped or the server closes it; its error
+        // surfaces on the request, so it is not reported again here.
+        let _ = connection.await;
+    });
+    Ok((sender, driver))
 }
 
 /// `location` made absolute against `base`.

@@ -35,6 +35,8 @@ use std::time::Duration;
 pub use self::http::{BODY_CAP, HttpProbe};
 pub use self::tcp::TcpProbe;
 use crate::config::CheckConfig;
+/// A DER-encoded certificate, for [`HttpProbe::with_root_certificates`].
+pub use rustls::pki_types::CertificateDer;
 
 /// The future a [`Probe`] returns.
 pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = ProbeResult> + Send + 'a>>;
@@ -177,7 +179,7 @@ pub struct Phases {
     pub dns: Option<Duration>,
     /// Establishing the TCP connection.
     pub connect: Option<Duration>,
-    /// The TLS handshake (not done by this version: no https yet).
+    /// The TLS handshake (https only).
     pub tls: Option<Duration>,
     /// From sending the request to the response head.
     pub first_byte: Option<Duration>,

@@ -43,6 +43,28 @@ impl Drop for TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// A server speaking https with a fresh self-signed certificate for `localhost`, and that
+    /// certificate (for the client to trust).
+    pub async fn start_tls() -> (Self, rustls::pki_types::CertificateDer<'static>) {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = generated.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (Self::serve(Some(acceptor)).await, cert)
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let control = Arc::new(Control::default());
@@ -55,14 +77,23 @@ impl TestServer {
                 };
                 shared.connections.fetch_add(1, Ordering::SeqCst);
                 let control = Arc::clone(&shared);
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let control = Arc::clone(&control);
                         async move { Ok::<_, Infallible>(answer(req, &control).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -75,6 +106,11 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// An https URL by the name the certificate is for.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
     }
 }
 
