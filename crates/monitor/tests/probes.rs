@@ -302,6 +302,17 @@ async fn https_is_verified_and_its_handshake_timed() {
     assert!(r.is_success(), "{r:?}");
     let tls = r.phases.tls.expect("a tls phase");
     assert!(tls <= r.latency && r.phases.connect.is_some() && r.phases.first_byte.is_some());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expected = ((common::CERT_NOT_AFTER - now) / 86_400) as i64;
+    let days = r.details.certificate_days_left.expect("days left");
+    // The probe ran a moment before `now`: at most a day boundary apart.
+    assert!(
+        days == expected || days == expected + 1,
+        "{days} vs {expected}"
+    );
 
     // The same server is not trusted by the built-in roots: a tls failure, after connecting.
     let r = HttpProbe::new(c).probe(TIMEOUT).await;

@@ -161,6 +161,12 @@ impl HttpProbe {
                 )
             })?;
             result.phases.tls = Some(started.elapsed());
+            result.details.certificate_days_left = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| super::cert::days_left(leaf, std::time::SystemTime::now()));
             start_http(tls, deadline).await?
         } else {
             start_http(stream, deadline).await?

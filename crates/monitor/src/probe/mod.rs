@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+mod cert;
 mod http;
 mod tcp;
 
@@ -201,6 +202,8 @@ pub struct Details {
     pub body_bytes: Option<usize>,
     /// True if an existing connection was reused.
     pub reused_connection: bool,
+    /// Whole days until the server's certificate expires (https on a fresh connection only).
+    pub certificate_days_left: Option<i64>,
 }
 
 /// Resolves `host:port` and connects to the first address that accepts, filling in the DNS and

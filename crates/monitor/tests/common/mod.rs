@@ -15,6 +15,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// When the https server's certificate expires: 2040-01-01T00:00:00Z in Unix seconds.
+pub const CERT_NOT_AFTER: u64 = 2_208_988_800;
+
 /// The server's switches and counters, shared with the test.
 #[derive(Debug, Default)]
 pub struct Control {
@@ -46,13 +49,14 @@ impl TestServer {
         Self::serve(None).await
     }
 
-    /// A server speaking https with a fresh self-signed certificate for `localhost`, and that
-    /// certificate (for the client to trust).
+    /// A server speaking https with a fresh self-signed certificate for `localhost` that
+    /// expires at [`CERT_NOT_AFTER`], and that certificate (for the client to trust).
     pub async fn start_tls() -> (Self, rustls::pki_types::CertificateDer<'static>) {
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = generated.cert.der().clone();
-        let key =
-            rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        let signing_key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&signing_key).unwrap().der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
