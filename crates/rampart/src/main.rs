@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use rampart_monitor::config::MonitorConfig;
 use rampart_resilience::registry::ResilienceConfig;
 
 /// Keep services and their connections healthy.
@@ -21,7 +22,8 @@ struct Cli {
 enum Command {
     /// Validate a configuration file and report every problem in it at once.
     Check {
-        /// The TOML file with `[breaker.NAME]`, `[retry.NAME]`, ... sections.
+        /// The TOML file: a resilience configuration (`[breaker.NAME]`, `[retry.NAME]`, ...) or a
+        /// monitor configuration (`[[target]]`, `[defaults]`).
         file: PathBuf,
     },
 }
@@ -35,6 +37,10 @@ enum Failure {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Check { file } => {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            if MonitorConfig::looks_like(&text) {
+                return check_monitor(&file);
+            }
             let config = ResilienceConfig::from_file(&file)
                 .map_err(|e| Failure::Input(anyhow::Error::new(e)))?;
             println!("{}: ok", file.display());
@@ -46,6 +52,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `rampart check` for a monitor configuration: every problem, or the targets by group.
+fn check_monitor(file: &std::path::Path) -> Result<(), Failure> {
+    let config =
+        MonitorConfig::from_file(file).map_err(|e| Failure::Input(anyhow::Error::new(e)))?;
+    println!(
+        "{}: ok (monitor, {} targets)",
+        file.display(),
+        config.targets.len()
+    );
+    for (group, names) in config.groups() {
+        println!("  {group}: {}", names.join(", "));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

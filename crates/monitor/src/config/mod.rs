@@ -1,0 +1,400 @@
+//! The monitor's configuration: which targets to probe, how often, and what counts as healthy.
+//!
+//! A TOML file with optional `[defaults]` and one `[[target]]` per monitored thing. Unknown keys
+//! are refused; durations are written like `"30s"`. [`MonitorConfig::from_str`] and
+//! [`MonitorConfig::from_file`] report every problem at once, each with its key path
+//! (`target[2].http.url: ...`). See `docs/monitor.md` for the full reference.
+//!
+//! ```
+//! use rampart_monitor::config::{CheckConfig, MonitorConfig};
+//!
+//! let config = MonitorConfig::from_str(
+//!     r#"
+//!     [[target]]
+//!     name = "api"
+//!     kind = "http"
+//!     interval = "10s"
+//!     [target.http]
+//!     url = "http://127.0.0.1:8080/health"
+//!     expected_status = ["2xx"]
+//!     "#,
+//!     Some("monitor.toml"),
+//! )?;
+//! assert!(matches!(config.targets[0].check, CheckConfig::Http(_)));
+//!
+//! let err = MonitorConfig::from_str("[[target]]\nname = \"x\"\nkind = \"gopher\"\n", None)
+//!     .unwrap_err()
+//!     .to_string();
+//! assert!(err.contains("target[0].kind"), "{err}");
+//! # Ok::<(), rampart_resilience::ConfigError>(())
+//! ```
+
+mod parse;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use hyper::{Method, Uri};
+pub use rampart_resilience::{ConfigError, ConfigProblem};
+use regex::Regex;
+
+use self::parse::{RawDefaults, read_lenient};
+use self::validate::Node;
+
+/// The kinds of probe this version knows.
+pub const KINDS: &[&str] = &["http", "tcp"];
+
+/// A whole monitor configuration, validated.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MonitorConfig {
+    /// Every target, in file order. Names are unique; dependencies name existing targets and
+    /// form no cycle.
+    pub targets: Vec<TargetConfig>,
+}
+
+/// One monitored target.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TargetConfig {
+    /// Unique name.
+    pub name: String,
+    /// Group for scores (default `"default"`).
+    pub group: String,
+    /// Time between probes (default from `[defaults]`, else 30s; at least 1s).
+    pub interval: Duration,
+    /// Time a probe may take (default from `[defaults]`, else 5s; at most `interval`).
+    pub timeout: Duration,
+    /// Weight in group and overall scores (default 1.0; positive and finite).
+    pub weight: f64,
+    /// Names of targets this one depends on.
+    pub depends_on: Vec<String>,
+    /// When the target's state changes.
+    pub thresholds: Thresholds,
+    /// What to probe and how.
+    pub check: CheckConfig,
+}
+
+/// When a target's health state changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Thresholds {
+    /// Consecutive failures that make a target unhealthy (default 3, at least 1).
+    pub failures_to_unhealthy: u32,
+    /// Consecutive successes that make a recovering target healthy (default 2, at least 1).
+    pub successes_to_healthy: u32,
+    /// A success slower than this makes the target degraded (default: none).
+    pub degraded_latency: Option<Duration>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            failures_to_unhealthy: 3,
+            successes_to_healthy: 2,
+            degraded_latency: None,
+        }
+    }
+}
+
+impl Thresholds {
+    /// Thresholds with the given counts and no latency limit.
+    pub fn new(failures_to_unhealthy: u32, successes_to_healthy: u32) -> Self {
+        Thresholds {
+            failures_to_unhealthy: failures_to_unhealthy.max(1),
+            successes_to_healthy: successes_to_healthy.max(1),
+            degraded_latency: None,
+        }
+    }
+
+    /// The same thresholds, marking successes slower than `latency` as degraded.
+    pub fn with_degraded_latency(mut self, latency: Duration) -> Self {
+        self.degraded_latency = Some(latency);
+        self
+    }
+}
+
+/// What a target's probe checks.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CheckConfig {
+    /// `kind = "http"` with a `[target.http]` section.
+    Http(Box<HttpCheck>),
+    /// `kind = "tcp"` with a `[target.tcp]` section.
+    Tcp(TcpCheck),
+}
+
+impl CheckConfig {
+    /// The kind's name as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CheckConfig::Http(_) => "http",
+            CheckConfig::Tcp(_) => "tcp",
+        }
+    }
+
+    /// The `host:port` the probe connects to (for per-host limits).
+    pub fn host(&self) -> String {
+        match self {
+            CheckConfig::Http(h) => {
+                let host = h.url.host().unwrap_or_default();
+                let default = if h.url.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                };
+                let port = h.url.port_u16().unwrap_or(default);
+                format!("{host}:{port}")
+            }
+            CheckConfig::Tcp(t) => t.address.clone(),
+        }
+    }
+}
+
+/// `[target.http]`, validated.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpCheck {
+    /// Absolute `http://` or `https://` URL.
+    pub url: Uri,
+    /// Request method (default `GET`).
+    pub method: Method,
+    /// Extra request headers.
+    pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// Request body (default empty).
+    pub body: Option<String>,
+    /// Statuses that count as success (default `2xx`).
+    pub expected_status: Vec<StatusRange>,
+    /// The body must contain this text.
+    pub body_contains: Option<String>,
+    /// The body must match this regular expression.
+    pub body_regex: Option<Regex>,
+    /// The body must be JSON whose value at `pointer` equals `equals`.
+    pub json_pointer: Option<JsonPointerCheck>,
+    /// Redirects followed before failing with too many redirects (default 0: a redirect status
+    /// is judged like any other).
+    pub max_redirects: u32,
+    /// Reuse one connection across probes (default false: a fresh connection each time, so
+    /// every phase is measured).
+    pub keep_alive: bool,
+}
+
+impl HttpCheck {
+    /// A `GET url` check expecting `2xx`, with no body checks. `url` must be absolute `http(s)://`.
+    pub fn get(url: Uri) -> Self {
+        HttpCheck {
+            url,
+            method: Method::GET,
+            headers: Vec::new(),
+            body: None,
+            expected_status: vec![StatusRange::new(200, 299)],
+            body_contains: None,
+            body_regex: None,
+            json_pointer: None,
+            max_redirects: 0,
+            keep_alive: false,
+        }
+    }
+}
+
+/// An inclusive range of HTTP statuses (`200` is `200..=200`, `"2xx"` is `200..=299`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    /// Lowest status in the range.
+    pub low: u16,
+    /// Highest status in the range.
+    pub high: u16,
+}
+
+impl StatusRange {
+    /// The statuses from `low` to `high`, both included.
+    pub fn new(low: u16, high: u16) -> Self {
+        StatusRange { low, high }
+    }
+    /// True if `status` is in the range.
+    pub fn contains(&self, status: u16) -> bool {
+        (self.low..=self.high).contains(&status)
+    }
+}
+
+/// `json_pointer = { pointer = "/status", equals = "ok" }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonPointerCheck {
+    /// An RFC 6901 JSON pointer.
+    pub pointer: String,
+    /// The value expected there.
+    pub equals: serde_json::Value,
+}
+
+/// `[target.tcp]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpCheck {
+    /// `host:port` to connect to.
+    pub address: String,
+}
+
+impl TcpCheck {
+    /// A check that connects to `address` (`host:port`).
+    pub fn new(address: impl Into<String>) -> Self {
+        TcpCheck {
+            address: address.into(),
+        }
+    }
+}
+
+impl TargetConfig {
+    /// A target with default interval (30s), timeout (5s), weight, thresholds and group.
+    pub fn new(name: impl Into<String>, check: CheckConfig) -> Self {
+        TargetConfig {
+            name: name.into(),
+            group: "default".to_owned(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            weight: 1.0,
+            depends_on: Vec::new(),
+            thresholds: Thresholds::default(),
+            check,
+        }
+    }
+    /// Sets the interval and timeout.
+    pub fn with_timing(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.interval = interval;
+        self.timeout = timeout;
+        self
+    }
+    /// Sets the thresholds.
+    pub fn with_thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.thresholds = thresholds;
+        self
+    }
+    /// Sets the group.
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+    /// Sets the weight.
+    pub fn with_weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+    /// Adds a dependency on the target named `parent`.
+    pub fn depends_on(mut self, parent: impl Into<String>) -> Self {
+        self.depends_on.push(parent.into());
+        self
+    }
+}
+
+impl MonitorConfig {
+    /// A configuration of the given targets, checked like a file would be (unique names, known
+    /// dependencies, no cycles, timeout within interval).
+    pub fn new(targets: Vec<TargetConfig>) -> Result<Self, ConfigError> {
+        let mut errors = ConfigError::new(None);
+        let mut nodes = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            let path = format!("target[{i}]");
+            validate::timing(
+                &path,
+                t.interval,
+                t.timeout,
+                t.weight,
+                &t.thresholds,
+                &mut errors,
+            );
+            nodes.push(Node::of(path, t));
+        }
+        validate::check_graph(&nodes, &mut errors);
+        errors.into_result(MonitorConfig { targets })
+    }
+
+    /// Reads and validates a configuration from TOML text; `origin` names it in error messages.
+    #[allow(clippy::should_implement_trait)] // `FromStr` has no room for the origin.
+    pub fn from_str(text: &str, origin: Option<&str>) -> Result<Self, ConfigError> {
+        let mut errors = ConfigError::new(origin);
+        let table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                errors.push("(syntax)", e.to_string().trim().to_owned());
+                return Err(errors);
+            }
+        };
+        let mut defaults = RawDefaults::default();
+        let mut raw_targets = Vec::new();
+        for (key, value) in &table {
+            match key.as_str() {
+                "defaults" => {
+                    defaults = read_lenient(key, value, &mut errors).unwrap_or_default();
+                }
+                "target" => match value {
+                    toml::Value::Array(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            let path = format!("target[{i}]");
+                            let raw: Option<parse::RawTarget> =
+                                read_lenient(&path, item, &mut errors);
+                            raw_targets.push((path, raw));
+                        }
+                    }
+                    other => errors.push(
+                        "target",
+                        format!(
+                            "must be an array of tables ([[target]]), got {}",
+                            other.type_str()
+                        ),
+                    ),
+                },
+                _ => errors.push(key.as_str(), "unknown key; expected `defaults` or `target`"),
+            }
+        }
+        let mut targets = Vec::new();
+        let mut nodes = Vec::new();
+        for (path, raw) in raw_targets {
+            let Some(raw) = raw else { continue };
+            nodes.push(Node {
+                path: path.clone(),
+                name: raw.name.clone(),
+                depends_on: raw.depends_on.clone(),
+            });
+            if let Some(t) = validate::target(&path, raw, &defaults, &mut errors) {
+                targets.push(t);
+            }
+        }
+        validate::check_graph(&nodes, &mut errors);
+        errors.into_result(MonitorConfig { targets })
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_str(&text, Some(&shown)),
+            Err(e) => {
+                let mut errors = ConfigError::new(Some(&shown));
+                errors.push("(file)", format!("cannot be read: {e}"));
+                Err(errors)
+            }
+        }
+    }
+
+    /// True if `text` looks like a monitor configuration (it has `[[target]]` or `[defaults]`)
+    /// rather than a resilience one. Unparseable text is not.
+    pub fn looks_like(text: &str) -> bool {
+        text.parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("target") || t.contains_key("defaults"))
+    }
+
+    /// The target names in each group, for reports.
+    pub fn groups(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for t in &self.targets {
+            groups.entry(&t.group).or_default().push(&t.name);
+        }
+        groups
+    }
+}
+
+#[cfg(test)]
+mod tests;

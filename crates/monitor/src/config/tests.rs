@@ -1,0 +1,234 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+fn problems(text: &str) -> Vec<(String, String)> {
+    MonitorConfig::from_str(text, Some("m.toml"))
+        .unwrap_err()
+        .problems
+        .into_iter()
+        .map(|p| (p.path, p.message))
+        .collect()
+}
+
+fn has(problems: &[(String, String)], path: &str, needle: &str) -> bool {
+    problems
+        .iter()
+        .any(|(p, m)| p == path && m.contains(needle))
+}
+
+#[test]
+fn reads_a_full_target_with_defaults_applied() {
+    let c = MonitorConfig::from_str(
+        r#"
+        [defaults]
+        interval = "20s"
+        timeout = "4s"
+        failures_to_unhealthy = 5
+
+        [[target]]
+        name = "db"
+        kind = "tcp"
+        [target.tcp]
+        address = "127.0.0.1:5432"
+
+        [[target]]
+        name = "api"
+        group = "web"
+        kind = "http"
+        interval = "10s"
+        timeout = "2s"
+        weight = 2.5
+        depends_on = ["db"]
+        [target.thresholds]
+        successes_to_healthy = 4
+        degraded_latency = "500ms"
+        [target.http]
+        url = "http://127.0.0.1:8080/health"
+        method = "POST"
+        headers = { "x-probe" = "rampart" }
+        body = "{}"
+        expected_status = [200, "3xx", "404-410"]
+        body_contains = "ok"
+        body_regex = "^o"
+        json_pointer = { pointer = "/status", equals = "ok" }
+        max_redirects = 2
+        keep_alive = true
+        "#,
+        None,
+    )
+    .unwrap();
+    let db = &c.targets[0];
+    assert_eq!(
+        (db.interval, db.timeout),
+        (Duration::from_secs(20), Duration::from_secs(4))
+    );
+    assert_eq!(db.thresholds, Thresholds::new(5, 2));
+    assert_eq!(db.group, "default");
+    let api = &c.targets[1];
+    assert_eq!(api.group, "web");
+    assert_eq!(api.weight, 2.5);
+    assert_eq!(api.depends_on, ["db"]);
+    assert_eq!(
+        api.thresholds,
+        Thresholds::new(5, 4).with_degraded_latency(Duration::from_millis(500))
+    );
+    let CheckConfig::Http(h) = &api.check else {
+        panic!("http")
+    };
+    assert_eq!(h.method, Method::POST);
+    assert_eq!(
+        h.expected_status,
+        [
+            StatusRange::new(200, 200),
+            StatusRange::new(300, 399),
+            StatusRange::new(404, 410)
+        ]
+    );
+    assert_eq!(h.headers[0].0.as_str(), "x-probe");
+    assert_eq!(
+        h.json_pointer.as_ref().unwrap().equals,
+        serde_json::json!("ok")
+    );
+    assert_eq!((h.max_redirects, h.keep_alive), (2, true));
+    assert_eq!(api.check.host(), "127.0.0.1:8080");
+    assert_eq!(c.groups()["web"], ["api"]);
+}
+
+#[test]
+fn reports_every_problem_with_its_path() {
+    let p = problems(
+        r#"
+        [defaults]
+        interval = "soon"
+
+        [[target]]
+        name = "a"
+        kind = "gopher"
+
+        [[target]]
+        name = "a"
+        kind = "http"
+        interval = "500ms"
+        timeout = "1s"
+        colour = "red"
+        [target.http]
+        url = "not a url"
+        expected_status = [999]
+        body_regex = "(unclosed"
+        method = "GE T"
+        [target.tcp]
+        address = "x:1"
+
+        [[target]]
+        name = "c"
+        kind = "tcp"
+        timeout = "40s"
+        depends_on = ["c", "nobody"]
+
+        [[target]]
+        name = "d"
+        kind = "http"
+        [target.http]
+        url = "ftp://example.com/"
+        "#,
+    );
+    for (path, needle) in [
+        ("defaults.interval", "invalid duration"),
+        ("target[0].kind", "expected one of http, tcp"),
+        ("target[1].colour", "unknown field"),
+        ("target[1].http.url", "not an absolute http(s) URL"),
+        ("target[1].http.expected_status[0]", "100-599"),
+        ("target[1].http.body_regex", "invalid regex"),
+        ("target[1].http.method", "not an HTTP method"),
+        ("target[1].tcp", "section for kind \"tcp\""),
+        ("target[2].tcp", "section is missing"),
+        ("target[3].http.url", "not an absolute http(s) URL"),
+    ] {
+        assert!(has(&p, path, needle), "{path}: {needle} not in {p:#?}");
+    }
+}
+
+#[test]
+fn cross_target_checks_report_duplicates_self_unknown_cycles_and_timing() {
+    let tcp = |n: &str| TargetConfig::new(n, CheckConfig::Tcp(TcpCheck::new("127.0.0.1:1")));
+    let err = MonitorConfig::new(vec![
+        tcp("a").depends_on("b"),
+        tcp("b").depends_on("c"),
+        tcp("c").depends_on("a"),
+        tcp("a").depends_on("a").depends_on("zz"),
+        tcp("e").with_timing(Duration::from_millis(10), Duration::from_secs(1)),
+        tcp("f").with_weight(0.0).with_thresholds(Thresholds {
+            failures_to_unhealthy: 0,
+            ..Thresholds::default()
+        }),
+    ])
+    .unwrap_err();
+    let p: Vec<(String, String)> = err
+        .problems
+        .into_iter()
+        .map(|p| (p.path, p.message))
+        .collect();
+    for (path, needle) in [
+        (
+            "target[3].name",
+            "duplicate name \"a\", also used by target[0]",
+        ),
+        ("target[3].depends_on[0]", "cannot depend on itself"),
+        ("target[3].depends_on[1]", "no target is named \"zz\""),
+        ("target[0].depends_on", "dependency cycle: a -> b -> c -> a"),
+        ("target[4].interval", "at least 1s, got 10ms"),
+        ("target[4].timeout", "must not exceed the interval"),
+        ("target[5].weight", "positive"),
+        ("target[5].thresholds.failures_to_unhealthy", "at least 1"),
+    ] {
+        assert!(has(&p, path, needle), "{path}: {needle} not in {p:#?}");
+    }
+}
+
+#[test]
+fn nested_unknown_and_missing_keys_are_reported_under_their_section() {
+    let p = problems(
+        r#"
+        [[target]]
+        name = "a"
+        kind = "http"
+        [target.thresholds]
+        failures = 3
+        [target.http]
+        url = "http://h/"
+        expected_stat = [200]
+
+        [[target]]
+        kind = "tcp"
+
+        [nonsense]
+        "#,
+    );
+    assert!(
+        has(&p, "target[0].thresholds.failures", "unknown field"),
+        "{p:#?}"
+    );
+    assert!(
+        has(&p, "target[0].http.expected_stat", "unknown field"),
+        "{p:#?}"
+    );
+    assert!(has(&p, "target[1]", "missing field `name`"), "{p:#?}");
+    assert!(has(&p, "nonsense", "unknown key"), "{p:#?}");
+}
+
+#[test]
+fn syntax_errors_and_unreadable_files_are_problems_too() {
+    assert!(has(&problems("[[target]\n"), "(syntax)", ""));
+    let err = MonitorConfig::from_file("/nonexistent/monitor.toml").unwrap_err();
+    assert_eq!(err.problems[0].path, "(file)");
+}
+
+#[test]
+fn looks_like_tells_monitor_files_from_resilience_files() {
+    assert!(MonitorConfig::looks_like("[[target]]\nname = \"a\"\n"));
+    assert!(MonitorConfig::looks_like("[defaults]\ninterval = \"5s\"\n"));
+    assert!(!MonitorConfig::looks_like(
+        "[breaker.a]\nfailure_rate = 0.5\n"
+    ));
+}

@@ -1,0 +1,260 @@
+//! Probes: one check of one target, timed phase by phase.
+//!
+//! A [`Probe`] runs once per scheduled tick and always returns a [`ProbeResult`]: success, or a
+//! failure with a [`FailureKind`] that says which step failed (DNS, connect, status, body, ...).
+//! Probes never panic and never outlive their timeout.
+//!
+//! ```
+//! use std::time::Duration;
+//! use rampart_monitor::probe::{Probe, TcpProbe, FailureKind};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let probe = TcpProbe::new(listener.local_addr()?.to_string());
+//! let result = probe.probe(Duration::from_secs(1)).await;
+//! assert!(result.is_success());
+//! assert!(result.phases.connect.is_some());
+//!
+//! drop(listener); // the port is now closed: connecting is refused
+//! let result = probe.probe(Duration::from_secs(1)).await;
+//! assert_eq!(result.failure_kind(), Some(FailureKind::ConnectRefused));
+//! # Ok(())
+//! # }
+//! ```
+
+mod cert;
+mod http;
+mod tcp;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use self::http::{BODY_CAP, HttpProbe};
+pub use self::tcp::TcpProbe;
+use crate::config::CheckConfig;
+/// A DER-encoded certificate, for [`HttpProbe::with_root_certificates`].
+pub use rustls::pki_types::CertificateDer;
+
+/// The future a [`Probe`] returns.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = ProbeResult> + Send + 'a>>;
+
+/// One kind of check. Object-safe so a scheduler can hold probes of every kind side by side.
+pub trait Probe: Send + Sync {
+    /// Runs the check once; it must finish within `timeout` (a probe that runs out of time
+    /// returns a failure of kind [`FailureKind::Timeout`] or [`FailureKind::ConnectTimeout`]).
+    fn probe(&self, timeout: Duration) -> ProbeFuture<'_>;
+}
+
+/// Builds the probe a target's configuration asks for.
+pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
+    match check {
+        CheckConfig::Http(h) => Box::new(HttpProbe::new((**h).clone())),
+        CheckConfig::Tcp(t) => Box::new(TcpProbe::new(t.address.clone())),
+    }
+}
+
+/// What one probe found.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ProbeResult {
+    /// Success, or which step failed and why.
+    pub outcome: ProbeOutcome,
+    /// Time from start to the end of the probe.
+    pub latency: Duration,
+    /// Time spent in each step that was reached.
+    pub phases: Phases,
+    /// What was observed along the way.
+    pub details: Details,
+}
+
+impl ProbeResult {
+    /// A success that took `latency`.
+    pub fn success(latency: Duration) -> Self {
+        ProbeResult {
+            outcome: ProbeOutcome::Success,
+            latency,
+            phases: Phases::default(),
+            details: Details::default(),
+        }
+    }
+    /// A failure of `kind` that took `latency`.
+    pub fn failure(kind: FailureKind, message: impl Into<String>, latency: Duration) -> Self {
+        ProbeResult {
+            outcome: ProbeOutcome::Failure {
+                kind,
+                message: message.into(),
+            },
+            latency,
+            phases: Phases::default(),
+            details: Details::default(),
+        }
+    }
+    /// True if the check passed.
+    pub fn is_success(&self) -> bool {
+        matches!(self.outcome, ProbeOutcome::Success)
+    }
+    /// The failure's kind, if it failed.
+    pub fn failure_kind(&self) -> Option<FailureKind> {
+        match &self.outcome {
+            ProbeOutcome::Success => None,
+            ProbeOutcome::Failure { kind, .. } => Some(*kind),
+        }
+    }
+}
+
+/// Whether a probe passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProbeOutcome {
+    /// Every check passed.
+    Success,
+    /// A step failed.
+    Failure {
+        /// Which step.
+        kind: FailureKind,
+        /// What happened, lower-case, for people.
+        message: String,
+    },
+}
+
+/// Which step of a probe failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The host name did not resolve.
+    Dns,
+    /// The connection was refused (nothing listens on the port).
+    ConnectRefused,
+    /// The connection was not established within the timeout.
+    ConnectTimeout,
+    /// The connection failed for another reason (unreachable network, reset, ...).
+    Connect,
+    /// The TLS handshake failed.
+    Tls,
+    /// The probe ran out of time after connecting (no first byte, slow body, ...).
+    Timeout,
+    /// The server did not speak the protocol (malformed response, connection closed early).
+    Protocol,
+    /// The response status was not one of the expected ones.
+    StatusMismatch,
+    /// The body did not contain, match or hold what was expected (or was not JSON).
+    BodyMismatch,
+    /// More redirects than the target allows.
+    TooManyRedirects,
+}
+
+impl FailureKind {
+    /// A short snake_case name, for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Dns => "dns",
+            FailureKind::ConnectRefused => "connect_refused",
+            FailureKind::ConnectTimeout => "connect_timeout",
+            FailureKind::Connect => "connect",
+            FailureKind::Tls => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Protocol => "protocol",
+            FailureKind::StatusMismatch => "status_mismatch",
+            FailureKind::BodyMismatch => "body_mismatch",
+            FailureKind::TooManyRedirects => "too_many_redirects",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Time spent in each step of a probe (summed over redirects); `None` for a step not reached or
+/// not done (a reused connection has no DNS or connect phase).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Phases {
+    /// Resolving the host name.
+    pub dns: Option<Duration>,
+    /// Establishing the TCP connection.
+    pub connect: Option<Duration>,
+    /// The TLS handshake (https only).
+    pub tls: Option<Duration>,
+    /// From sending the request to the response head.
+    pub first_byte: Option<Duration>,
+    /// Reading the body.
+    pub body: Option<Duration>,
+}
+
+/// What a probe observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Details {
+    /// The address connected to (the last one, after redirects).
+    pub remote: Option<SocketAddr>,
+    /// The final HTTP status.
+    pub status: Option<u16>,
+    /// Redirects followed.
+    pub redirects: u32,
+    /// Body bytes read (at most the cap).
+    pub body_bytes: Option<usize>,
+    /// True if an existing connection was reused.
+    pub reused_connection: bool,
+    /// Whole days until the server's certificate expires (https on a fresh connection only).
+    pub certificate_days_left: Option<i64>,
+}
+
+/// Resolves `host:port` and connects to the first address that accepts, filling in the DNS and
+/// connect phases. Shared by the TCP and HTTP probes.
+pub(crate) async fn connect(
+    address: &str,
+    deadline: tokio::time::Instant,
+    phases: &mut Phases,
+) -> Result<(tokio::net::TcpStream, SocketAddr), (FailureKind, String)> {
+    use tokio::time::{Instant, timeout_at};
+    let started = Instant::now();
+    let addrs: Vec<SocketAddr> = match timeout_at(deadline, tokio::net::lookup_host(address)).await
+    {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(e)) => return Err((FailureKind::Dns, format!("cannot resolve {address}: {e}"))),
+        Err(_) => return Err((FailureKind::Dns, format!("resolving {address} timed out"))),
+    };
+    phases.dns = Some(started.elapsed());
+    let Some(&first) = addrs.first() else {
+        return Err((
+            FailureKind::Dns,
+            format!("{address} resolved to no address"),
+        ));
+    };
+    let connecting = Instant::now();
+    let mut last = (FailureKind::Connect, format!("cannot connect to {first}"));
+    for addr in addrs {
+        match timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                phases.connect = Some(connecting.elapsed());
+                return Ok((stream, addr));
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = (
+                    FailureKind::ConnectRefused,
+                    format!("connection to {addr} refused"),
+                );
+            }
+            Ok(Err(e)) => {
+                last = (
+                    FailureKind::Connect,
+                    format!("cannot connect to {addr}: {e}"),
+                )
+            }
+            Err(_) => {
+                return Err((
+                    FailureKind::ConnectTimeout,
+                    format!("connecting to {addr} timed out"),
+                ));
+            }
+        }
+    }
+    Err(last)
+}

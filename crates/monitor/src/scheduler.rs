@@ -1,0 +1,253 @@
+//! The scheduler: runs each target's probe on its own interval, spread out, within limits.
+//!
+//! - Each target's first probe runs after a deterministic offset in `[0, interval)` taken from a
+//!   hash of its name ([`jitter_offset`]), so targets with the same interval do not all fire at
+//!   once, and a restart keeps the same rhythm.
+//! - Each probe runs in its own task, bounded by the target's timeout: a slow probe never delays
+//!   another target's. A target never has two probes in flight; a tick that finds the previous
+//!   one still running is skipped.
+//! - A global limit and a per-host limit (tokio semaphores) bound how many probes run at once.
+//! - Results go out on a channel as [`ProbeReport`]s.
+//!
+//! All time comes from `tokio::time`, so the schedule can be tested on paused time.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use rampart_monitor::probe::{Probe, ProbeFuture, ProbeResult};
+//! use rampart_monitor::scheduler::{Limits, ScheduledTarget, Scheduler, jitter_offset};
+//!
+//! struct AlwaysUp;
+//! impl Probe for AlwaysUp {
+//!     fn probe(&self, _timeout: Duration) -> ProbeFuture<'_> {
+//!         Box::pin(async { ProbeResult::success(Duration::from_millis(1)) })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let start = tokio::time::Instant::now();
+//! let target = ScheduledTarget::new("api", "api:80", Duration::from_secs(10), Duration::from_secs(1), Arc::new(AlwaysUp));
+//! let _scheduler = Scheduler::start(vec![target], Limits::default(), tx);
+//! let report = rx.recv().await.unwrap();
+//! assert_eq!(report.target, "api");
+//! assert_eq!(report.started - start, jitter_offset("api", Duration::from_secs(10)));
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::probe::{FailureKind, Probe, ProbeResult};
+
+/// A target as the scheduler sees it.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ScheduledTarget {
+    /// The target's name.
+    pub name: String,
+    /// The `host:port` its probe connects to, for the per-host limit.
+    pub host: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+    /// The check to run.
+    pub probe: Arc<dyn Probe>,
+}
+
+impl ScheduledTarget {
+    /// A target named `name` probed by `probe` every `interval`, each probe bounded by `timeout`.
+    pub fn new(
+        name: impl Into<String>,
+        host: impl Into<String>,
+        interval: Duration,
+        timeout: Duration,
+        probe: Arc<dyn Probe>,
+    ) -> Self {
+        ScheduledTarget {
+            name: name.into(),
+            host: host.into(),
+            interval,
+            timeout,
+            probe,
+        }
+    }
+}
+
+impl std::fmt::Debug for ScheduledTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScheduledTarget")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many probes may run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Across all targets (default 64).
+    pub max_concurrent: usize,
+    /// Against one `host:port` (default 4).
+    pub max_per_host: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent: 64,
+            max_per_host: 4,
+        }
+    }
+}
+
+impl Limits {
+    /// Limits of `max_concurrent` overall and `max_per_host` per host (each at least 1).
+    pub fn new(max_concurrent: usize, max_per_host: usize) -> Self {
+        Limits {
+            max_concurrent: max_concurrent.max(1),
+            max_per_host: max_per_host.max(1),
+        }
+    }
+}
+
+/// One probe's result, with when it was due and when it started.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProbeReport {
+    /// The target's name.
+    pub target: String,
+    /// When the tick fired.
+    pub scheduled: Instant,
+    /// When the probe started (after waiting for the limits).
+    pub started: Instant,
+    /// What it found.
+    pub result: ProbeResult,
+}
+
+/// The offset of a target's first probe: a hash of its name (FNV-1a) reduced into
+/// `[0, interval)`, in whole milliseconds (the resolution of tokio's timer). The same name always
+/// gets the same offset.
+pub fn jitter_offset(name: &str, interval: Duration) -> Duration {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let millis = interval.as_millis().max(1);
+    Duration::from_millis((u128::from(hash) % millis) as u64)
+}
+
+/// Runs the probes of a set of targets until dropped (dropping it stops every probe).
+#[derive(Debug)]
+pub struct Scheduler {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Scheduler {
+    /// Starts probing `targets`, sending each result to `results`. Must be called inside a tokio
+    /// runtime.
+    pub fn start(
+        targets: Vec<ScheduledTarget>,
+        limits: Limits,
+        results: mpsc::UnboundedSender<ProbeReport>,
+    ) -> Self {
+        let global = Arc::new(Semaphore::new(limits.max_concurrent));
+        let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let start = Instant::now();
+        let tasks = targets
+            .into_iter()
+            .map(|target| {
+                let host = Arc::clone(
+                    hosts
+                        .entry(target.host.clone())
+                        .or_insert_with(|| Arc::new(Semaphore::new(limits.max_per_host))),
+                );
+                let first = start + jitter_offset(&target.name, target.interval);
+                let slots = Slots {
+                    global: Arc::clone(&global),
+                    host,
+                };
+                tokio::spawn(run_target(target, first, slots, results.clone()))
+            })
+            .collect();
+        Scheduler { tasks }
+    }
+}
+
+#[derive(Clone)]
+struct Slots {
+    global: Arc<Semaphore>,
+    host: Arc<Semaphore>,
+}
+
+/// One target's loop: a tick per interval, each tick's probe in its own task. The probe tasks
+/// live in a `JoinSet` owned by this loop, so aborting the loop stops them too.
+async fn run_target(
+    target: ScheduledTarget,
+    first: Instant,
+    slots: Slots,
+    results: mpsc::UnboundedSender<ProbeReport>,
+) {
+    let mut ticks = tokio::time::interval_at(first, target.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut in_flight = JoinSet::new();
+    loop {
+        let scheduled = ticks.tick().await;
+        while in_flight.try_join_next().is_some() {}
+        if !in_flight.is_empty() {
+            continue;
+        }
+        let target = target.clone();
+        let slots = slots.clone();
+        let results = results.clone();
+        in_flight.spawn(async move {
+            // Host first: a probe waiting for a busy host must not hold a global slot that a
+            // probe of another host could use.
+            let (Ok(_host), Ok(_global)) =
+                (slots.host.acquire().await, slots.global.acquire().await)
+            else {
+                return;
+            };
+            let started = Instant::now();
+            let result = match tokio::time::timeout(
+                target.timeout,
+                target.probe.probe(target.timeout),
+            )
+            .await
+            {
+                Ok(result) => result,
+                // The probe should have stopped itself; this is the backstop.
+                Err(_) => ProbeResult::failure(
+                    FailureKind::Timeout,
+                    format!("probe did not finish within {:?}", target.timeout),
+                    started.elapsed(),
+                ),
+            };
+            let _ = results.send(ProbeReport {
+                target: target.name,
+                scheduled,
+                started,
+                result,
+            });
+        });
+    }
+}
