@@ -261,6 +261,23 @@ fn main() {
                 }
             });
         }
+        // One latency recorded into a telemetry operation (the value varies so nothing folds).
+        "histogram_record" => {
+            let telemetry = rampart_telemetry::Telemetry::new();
+            let op = telemetry.operation("hot");
+            for i in 0..n {
+                op.record_ok(Duration::from_micros(black_box(100 + (i & 1023) * 37)));
+            }
+        }
+        // The same value into hdrhistogram directly (single-threaded, no atomics), for scale.
+        "histogram_record_hdr" => {
+            let mut h =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+            for i in 0..n {
+                let _ = h.record(black_box(100 + (i & 1023) * 37));
+            }
+            black_box(h.len());
+        }
         other => panic!("unknown case {other}"),
     }
 }
