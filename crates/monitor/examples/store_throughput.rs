@@ -66,6 +66,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let batched = run(&store, total, 8, 100).await;
     println!("batched:    {batched:>9.0} results/s (8 tasks, 100 results per write)");
 
+    let grouped = store.writer_stats();
+    println!(
+        "            {:.0} writes per commit on average over both runs",
+        grouped.writes as f64 / grouped.commits.max(1) as f64
+    );
+
     let writes = 2_000u32;
     let started = Instant::now();
     for seq in 0..u64::from(writes) {

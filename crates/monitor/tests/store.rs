@@ -203,6 +203,59 @@ async fn ten_thousand_concurrent_writes_are_all_acknowledged_and_stored() {
     }
     stored.sort_unstable();
     assert_eq!(stored, (0..10_000).collect::<Vec<i64>>());
+    let stats = store.writer_stats();
+    assert_eq!((stats.writes, stats.results), (10_000, 10_000));
+    assert!(
+        stats.commits < stats.writes,
+        "writes were grouped: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_write_at_a_time_is_committed_alone_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("h.db")).await;
+    for i in 0..20 {
+        let r = ResultRecord::new(
+            "api",
+            t0() + Duration::from_secs(i),
+            &ProbeResult::success(Duration::ZERO),
+        );
+        store.write(Batch::new().result(r)).await.unwrap();
+    }
+    let stats = store.writer_stats();
+    // No write waited for company: each was its own commit.
+    assert_eq!((stats.commits, stats.writes), (20, 20));
+}
+
+#[tokio::test]
+async fn a_write_dropped_after_it_was_queued_is_still_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("h.db")).await;
+    let record = |s| {
+        ResultRecord::new(
+            "api",
+            t0() + Duration::from_secs(s),
+            &ProbeResult::success(Duration::ZERO),
+        )
+    };
+    // Polled once (queued, waiting for its acknowledgement), then dropped.
+    let mut write = store.write(Batch::new().result(record(1)));
+    let polled = write
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    assert!(
+        polled.is_pending(),
+        "the write was still waiting when dropped"
+    );
+    drop(write);
+    // The writer goes in order: once the next write is acknowledged, the dropped one is in too.
+    store.write(Batch::new().result(record(2))).await.unwrap();
+    let stored = store
+        .results("api", t0(), t0() + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(stored, [record(1), record(2)]);
 }
 
 #[tokio::test]

@@ -43,7 +43,7 @@ pub use error::StoreError;
 pub use record::{Batch, Incident, ResultRecord, StateChangeRecord, TargetState};
 pub use rollup::{LatencyHistogram, Level, QUANTILE_RELATIVE_ERROR, Rollup};
 pub use schema::SCHEMA_VERSION;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, WriterStats};
 
 /// The future a [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: the embedded default, one SQLite file in WAL mode.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -13,9 +14,9 @@ use super::error::StoreError;
 use super::record::{
     Batch, Incident, ResultRecord, TargetState, failure_kind, from_ms, from_us, health_state, to_ms,
 };
-use super::rollup::{Aggregate, LatencyHistogram, Level, Rollup};
+use super::rollup::{Level, Rollup};
 use super::schema::{self, MigrateError, SCHEMA_VERSION};
-use super::writer::{self, Command, SweepTable};
+use super::writer::{self, Command, Counters, SweepTable, aggregate_at};
 use super::{Store, StoreFuture, SweepReport};
 use crate::probe::Phases;
 
@@ -65,6 +66,19 @@ pub struct SqliteStore {
     tx: Option<mpsc::Sender<Command>>,
     reader: Arc<Mutex<Connection>>,
     writer: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+/// What a [`SqliteStore`]'s writer has committed since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes acknowledged by them; `writes / commits` is the mean group size.
+    pub writes: u64,
+    /// Results they held.
+    pub results: u64,
 }
 
 impl Drop for SqliteStore {
@@ -87,9 +101,11 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let p = path.clone();
         let max_batch = config.max_batch.max(1);
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::clone(&counters);
         let writer = std::thread::Builder::new()
             .name("rampart-store-writer".into())
-            .spawn(move || writer::run(writer_conn, p, rx, max_batch))
+            .spawn(move || writer::run(writer_conn, p, rx, max_batch, &shared))
             .map_err(|_| StoreError::Closed { path: path.clone() })?;
         Ok(SqliteStore {
             path,
@@ -97,6 +113,7 @@ impl SqliteStore {
             tx: Some(tx),
             reader: Arc::new(Mutex::new(reader)),
             writer: Some(writer),
+            counters,
         })
     }
 
@@ -108,6 +125,16 @@ impl SqliteStore {
     /// The settings it runs with.
     pub fn config(&self) -> &SqliteConfig {
         &self.config
+    }
+
+    /// What the writer has committed so far.
+    pub fn writer_stats(&self) -> WriterStats {
+        let c = &self.counters;
+        WriterStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            results: c.results.load(Ordering::Relaxed),
+        }
     }
 
     /// Stops accepting writes, waits until every queued write is committed and acknowledged, and
@@ -272,16 +299,7 @@ impl Store for SqliteStore {
                 .map_err(|e| StoreError::read(path, e))?;
             let rows = stmt
                 .query_map(params![target, level.code(), from, to_ms(to)], |r| {
-                    let blob: Vec<u8> = r.get(6)?;
-                    let aggregate = Aggregate {
-                        count: r.get(1)?,
-                        failures: r.get(2)?,
-                        sum_us: r.get(3)?,
-                        min_us: r.get(4)?,
-                        max_us: r.get(5)?,
-                        histogram: LatencyHistogram::decode(&blob).unwrap_or_default(),
-                    };
-                    Ok(aggregate.into_rollup(target.clone(), level, r.get(0)?))
+                    Ok(aggregate_at(r, 1)?.into_rollup(target.clone(), level, r.get(0)?))
                 })
                 .map_err(|e| StoreError::read(path, e))?;
             rows.collect::<Result<_, _>>()

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
@@ -34,14 +35,24 @@ pub(crate) enum Command {
     },
 }
 
+/// What the writer has done, shared with the store's handle.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) results: AtomicU64,
+}
+
 /// Runs until every sender is gone, after finishing the work already queued.
 pub(crate) fn run(
     mut conn: Connection,
     path: PathBuf,
     mut rx: mpsc::Receiver<Command>,
     max_batch: usize,
+    counters: &Counters,
 ) {
     let mut ids = TargetIds::default();
+    let mut rows = RollupRows::default();
     let mut held: Option<Command> = None;
     while let Some(first) = held.take().or_else(|| rx.blocking_recv()) {
         let (batch, reply) = match first {
@@ -52,6 +63,8 @@ pub(crate) fn run(
                 limit,
                 reply,
             } => {
+                // A sweep may delete rows the cache holds.
+                rows.0.clear();
                 let r =
                     sweep(&mut conn, table, before_ms, limit).map_err(|e| write_error(&path, e));
                 let _ = reply.send(r);
@@ -77,10 +90,18 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        let outcome = commit(&mut conn, &mut ids, &batches);
+        let outcome = commit(&mut conn, &mut ids, &mut rows, &batches);
         if outcome.is_err() {
             // The rollback may have undone targets inserted in it.
             ids.0.clear();
+            rows.0.clear();
+        }
+        if outcome.is_ok() {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters
+                .writes
+                .fetch_add(replies.len() as u64, Ordering::Relaxed);
+            counters.results.fetch_add(size as u64, Ordering::Relaxed);
         }
         let outcome = outcome.map_err(|e| write_error(&path, e));
         for reply in replies {
@@ -123,8 +144,18 @@ impl TargetIds {
     }
 }
 
+/// The rollup row each target last wrote at each level, as committed: the next commit usually adds
+/// to the same bucket and then need not read it back.
+#[derive(Default)]
+struct RollupRows(HashMap<(Level, i64), (i64, Aggregate)>);
+
 /// Writes every batch, in order, in one transaction with the rollups they change.
-fn commit(conn: &mut Connection, ids: &mut TargetIds, batches: &[Batch]) -> rusqlite::Result<()> {
+fn commit(
+    conn: &mut Connection,
+    ids: &mut TargetIds,
+    rows: &mut RollupRows,
+    batches: &[Batch],
+) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut rollups: HashMap<(Level, i64, i64), Aggregate> = HashMap::new();
     for batch in batches {
@@ -144,10 +175,19 @@ fn commit(conn: &mut Connection, ids: &mut TargetIds, batches: &[Batch]) -> rusq
             record_change(&tx, target, change)?;
         }
     }
-    for ((level, target, start), aggregate) in rollups {
-        upsert_rollup(&tx, level, target, start, aggregate)?;
+    let mut written = Vec::with_capacity(rollups.len());
+    for ((level, target, start), add) in rollups {
+        let mut total = match rows.0.get(&(level, target)) {
+            Some((cached, row)) if *cached == start => row.clone(),
+            _ => read_rollup(&tx, level, target, start)?.unwrap_or_default(),
+        };
+        total.merge(&add);
+        write_rollup(&tx, level, target, start, &total)?;
+        written.push(((level, target), (start, total)));
     }
-    tx.commit()
+    tx.commit()?;
+    rows.0.extend(written);
+    Ok(())
 }
 
 fn insert_result(tx: &Transaction<'_>, target: i64, r: &ResultRecord) -> rusqlite::Result<()> {
@@ -203,34 +243,44 @@ fn record_change(tx: &Transaction<'_>, target: i64, c: &StateChangeRecord) -> ru
     Ok(())
 }
 
-/// Adds `add` to the stored rollup row, creating it if needed.
-fn upsert_rollup(
+/// The stored rollup row, if any.
+fn read_rollup(
     tx: &Transaction<'_>,
     level: Level,
     target: i64,
     start: i64,
-    add: Aggregate,
+) -> rusqlite::Result<Option<Aggregate>> {
+    tx.prepare_cached(
+        "SELECT count, failures, latency_sum_us, latency_min_us, latency_max_us, histogram \
+         FROM rollups WHERE level = ?1 AND target_id = ?2 AND start_ms = ?3",
+    )?
+    .query_row(params![level.code(), target, start], |r| aggregate_at(r, 0))
+    .optional()
+}
+
+/// The rollup columns `count, failures, latency_sum_us, latency_min_us, latency_max_us,
+/// histogram` of a row, starting at column `first`.
+pub(crate) fn aggregate_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Aggregate> {
+    let blob: Vec<u8> = r.get(first + 5)?;
+    Ok(Aggregate {
+        count: r.get(first)?,
+        failures: r.get(first + 1)?,
+        sum_us: r.get(first + 2)?,
+        min_us: r.get(first + 3)?,
+        max_us: r.get(first + 4)?,
+        // A malformed blob loses its percentiles, never the row's counts.
+        histogram: LatencyHistogram::decode(&blob).unwrap_or_default(),
+    })
+}
+
+/// Stores `total` as the rollup row, creating it if needed.
+fn write_rollup(
+    tx: &Transaction<'_>,
+    level: Level,
+    target: i64,
+    start: i64,
+    total: &Aggregate,
 ) -> rusqlite::Result<()> {
-    let stored = tx
-        .prepare_cached(
-            "SELECT count, failures, latency_sum_us, latency_min_us, latency_max_us, histogram \
-             FROM rollups WHERE level = ?1 AND target_id = ?2 AND start_ms = ?3",
-        )?
-        .query_row(params![level.code(), target, start], |r| {
-            let blob: Vec<u8> = r.get(5)?;
-            Ok(Aggregate {
-                count: r.get(0)?,
-                failures: r.get(1)?,
-                sum_us: r.get(2)?,
-                min_us: r.get(3)?,
-                max_us: r.get(4)?,
-                // A malformed blob loses its percentiles, never the row's counts.
-                histogram: LatencyHistogram::decode(&blob).unwrap_or_default(),
-            })
-        })
-        .optional()?;
-    let mut total = stored.unwrap_or_default();
-    total.merge(&add);
     tx.prepare_cached(
         "INSERT INTO rollups (level, target_id, start_ms, count, failures, latency_sum_us, \
          latency_min_us, latency_max_us, histogram) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
