@@ -88,6 +88,10 @@ async fn results_read_back_as_written_and_rollups_match_them_at_every_level() {
     let far = t0() + Duration::from_secs(10 * 86_400);
     assert_eq!(store.results("api", t0(), far).await.unwrap(), api);
     assert_eq!(store.results("db", t0(), far).await.unwrap(), db);
+    // The last few, oldest first, as a restarted monitor reads them.
+    assert_eq!(store.latest_results("api", 10).await.unwrap(), api[2990..]);
+    assert_eq!(store.latest_results("db", 1000).await.unwrap(), db);
+    assert!(store.latest_results("nobody", 10).await.unwrap().is_empty());
     // Ranges are half-open.
     let window = store.results("api", api[10].at, api[20].at).await.unwrap();
     assert_eq!(window, api[10..20]);

@@ -67,6 +67,10 @@ pub trait Store: Send + Sync {
         to: SystemTime,
     ) -> StoreFuture<'_, Vec<ResultRecord>>;
 
+    /// The last `limit` results of `target`, oldest first: what a restarted monitor needs to
+    /// restore a target's score window and its runs of failures or successes.
+    fn latest_results(&self, target: &str, limit: usize) -> StoreFuture<'_, Vec<ResultRecord>>;
+
     /// Rollups of `target` at `level` for every bucket that overlaps `from..to`, oldest first.
     fn rollups(
         &self,

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, OpenFlags, Row, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, Row, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::SqliteConfig;
@@ -176,6 +177,36 @@ impl SqliteStore {
         })?
     }
 
+    /// Runs `sql` (a [`RESULT_SELECT`] whose `?1` is the target's name and whose other
+    /// parameters are `args`) on the reader.
+    fn query_results(
+        &self,
+        target: &str,
+        sql: String,
+        args: Vec<i64>,
+    ) -> StoreFuture<'_, Vec<ResultRecord>> {
+        let target = target.to_owned();
+        Box::pin(self.read(move |conn, path| {
+            let read = |e| StoreError::read(path, e);
+            let mut stmt = conn.prepare_cached(&sql).map_err(read)?;
+            let rows = stmt
+                .query_map(
+                    params_from_iter(
+                        std::iter::once(Value::Text(target.clone()))
+                            .chain(args.into_iter().map(Value::Integer)),
+                    ),
+                    |r| result_row(r, &target),
+                )
+                .map_err(read)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (record, kind) = row.map_err(read)?;
+                out.push(check_kind(record, kind, path)?);
+            }
+            Ok(out)
+        }))
+    }
+
     async fn sweep_table(&self, table: SweepTable, before_ms: i64) -> Result<u64, StoreError> {
         let limit = self.config.sweep_batch.max(1);
         let mut total = 0u64;
@@ -253,28 +284,23 @@ impl Store for SqliteStore {
         from: SystemTime,
         to: SystemTime,
     ) -> StoreFuture<'_, Vec<ResultRecord>> {
-        let target = target.to_owned();
-        Box::pin(self.read(move |conn, path| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT r.at_ms, r.failure_kind, r.message, r.latency_us, r.dns_us, \
-                     r.connect_us, r.tls_us, r.first_byte_us, r.body_us, r.status \
-                     FROM results r JOIN targets t ON t.id = r.target_id \
-                     WHERE t.name = ?1 AND r.at_ms >= ?2 AND r.at_ms < ?3 ORDER BY r.at_ms, r.id",
-                )
-                .map_err(|e| StoreError::read(path, e))?;
-            let rows = stmt
-                .query_map(params![target, to_ms(from), to_ms(to)], |r| {
-                    result_row(r, &target)
-                })
-                .map_err(|e| StoreError::read(path, e))?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (record, kind) = row.map_err(|e| StoreError::read(path, e))?;
-                out.push(check_kind(record, kind, path)?);
-            }
-            Ok(out)
-        }))
+        let sql = format!(
+            "{RESULT_SELECT} WHERE t.name = ?1 AND r.at_ms >= ?2 AND r.at_ms < ?3 \
+             ORDER BY r.at_ms, r.id"
+        );
+        self.query_results(target, sql, vec![to_ms(from), to_ms(to)])
+    }
+
+    fn latest_results(&self, target: &str, limit: usize) -> StoreFuture<'_, Vec<ResultRecord>> {
+        let sql =
+            format!("{RESULT_SELECT} WHERE t.name = ?1 ORDER BY r.at_ms DESC, r.id DESC LIMIT ?2");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let newest_first = self.query_results(target, sql, vec![limit]);
+        Box::pin(async move {
+            let mut results = newest_first.await?;
+            results.reverse();
+            Ok(results)
+        })
     }
 
     fn rollups(
@@ -395,6 +421,10 @@ impl Store for SqliteStore {
 fn to_ms_len(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+const RESULT_SELECT: &str = "SELECT r.at_ms, r.failure_kind, r.message, r.latency_us, r.dns_us, \
+     r.connect_us, r.tls_us, r.first_byte_us, r.body_us, r.status \
+     FROM results r JOIN targets t ON t.id = r.target_id";
 
 const INCIDENT_SELECT: &str = "SELECT i.id, t.name, i.opened_ms, i.closed_ms, i.state, i.cause \
      FROM incidents i JOIN targets t ON t.id = i.target_id";
