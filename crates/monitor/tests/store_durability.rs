@@ -105,6 +105,16 @@ fn run_writer(path: String) {
     });
 }
 
+/// Kills the writer if the test fails before it does, so no process outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn acknowledged_writes_and_the_open_incident_survive_kill_9() {
     if let Ok(path) = std::env::var(WRITER_ENV) {
@@ -113,13 +123,16 @@ fn acknowledged_writes_and_the_open_incident_survive_kill_9() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-        .env(WRITER_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+            .env(WRITER_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
     let mut acked = BTreeSet::new();
     let mut killed = false;
