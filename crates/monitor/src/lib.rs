@@ -55,6 +55,7 @@ pub mod health;
 mod monitor;
 pub mod probe;
 pub mod scheduler;
+pub mod store;
 
 pub use monitor::Monitor;
 

@@ -318,15 +318,15 @@ impl Pipeline {
         C: Classifier<T, E>,
     {
         last.store(IGNORED, Ordering::Relaxed);
-        if let Some(breaker) = &self.breaker {
-            if breaker.rejects_now() {
-                return Err(breaker.rejection());
-            }
+        if let Some(breaker) = &self.breaker
+            && breaker.rejects_now()
+        {
+            return Err(breaker.rejection());
         }
-        if let Some((limiter, name)) = &self.rate_limiter {
-            if let Err(limited) = limiter.acquire(1).await {
-                return Err(limited.into_error(name.clone()));
-            }
+        if let Some((limiter, name)) = &self.rate_limiter
+            && let Err(limited) = limiter.acquire(1).await
+        {
+            return Err(limited.into_error(name.clone()));
         }
         let _slot = match &self.bulkhead {
             Some((bulkhead, name)) => match bulkhead.acquire_ref().await {

@@ -311,10 +311,10 @@ impl ResilienceConfig {
             }
         };
         for (name, retry) in &self.retry {
-            if let Some(budget) = &retry.budget {
-                if !self.retry_budget.contains_key(budget) {
-                    errors.push(p(format!("retry.{name}.budget")), format!("names retry budget {budget:?}, but there is no [retry_budget.{budget}] section"));
-                }
+            if let Some(budget) = &retry.budget
+                && !self.retry_budget.contains_key(budget)
+            {
+                errors.push(p(format!("retry.{name}.budget")), format!("names retry budget {budget:?}, but there is no [retry_budget.{budget}] section"));
             }
         }
         for (name, pipeline) in &self.pipeline {

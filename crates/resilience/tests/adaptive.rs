@@ -249,7 +249,7 @@ proptest! {
             let start_call = |ms: u64| -> Call<'_> {
                 Box::pin(limiter.call(move || async move {
                     sleep(Duration::from_millis(ms)).await;
-                    if ms % 3 == 0 { Err(()) } else { Ok(()) }
+                    if ms.is_multiple_of(3) { Err(()) } else { Ok(()) }
                 }))
             };
             let mut live: Vec<Call<'_>> = Vec::new();

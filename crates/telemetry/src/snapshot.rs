@@ -194,10 +194,10 @@ impl<'a> MetricsWriter<'a> {
         unit: Option<Unit>,
     ) -> FamilyWriter<'_> {
         let mut name = name.to_owned();
-        if let Some(&i) = self.index.get(&name) {
-            if self.snapshot.families[i].kind != kind {
-                name = format!("{name}_{}", kind_suffix(kind));
-            }
+        if let Some(&i) = self.index.get(&name)
+            && self.snapshot.families[i].kind != kind
+        {
+            name = format!("{name}_{}", kind_suffix(kind));
         }
         let idx = match self.index.get(&name) {
             Some(&i) => i,

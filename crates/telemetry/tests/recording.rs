@@ -300,7 +300,11 @@ async fn the_tower_layer_records_failures() {
             telemetry.operation_with("http", Labels::new().with("route", "/x")),
         ))
         .service(service_fn(|n: u32| async move {
-            if n % 2 == 0 { Ok(n) } else { Err("odd") }
+            if n.is_multiple_of(2) {
+                Ok(n)
+            } else {
+                Err("odd")
+            }
         }));
     for n in 0..10 {
         let _ = svc.ready().await.unwrap().call(n).await;

@@ -121,10 +121,9 @@ pub(crate) fn read_lenient<T: DeserializeOwned>(
         if let Some(unknown) = message
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
+            && keys.last().map(String::as_str) != Some(unknown)
         {
-            if keys.last().map(String::as_str) != Some(unknown) {
-                keys.push(unknown.to_owned());
-            }
+            keys.push(unknown.to_owned());
         }
         let full = keys.iter().fold(path.to_owned(), |p, k| format!("{p}.{k}"));
         if keys.is_empty() || !remove_at(&mut value, &keys) {

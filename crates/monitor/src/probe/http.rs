@@ -128,13 +128,13 @@ impl HttpProbe {
         deadline: Instant,
         result: &mut ProbeResult,
     ) -> Result<Connection, Failure> {
-        if self.check.keep_alive {
-            if let Some(mut kept) = self.kept.lock().await.take() {
-                let ready = timeout_at(deadline, kept.sender.ready()).await;
-                if kept.endpoint == *endpoint && matches!(ready, Ok(Ok(()))) {
-                    result.details.reused_connection = true;
-                    return Ok(kept);
-                }
+        if self.check.keep_alive
+            && let Some(mut kept) = self.kept.lock().await.take()
+        {
+            let ready = timeout_at(deadline, kept.sender.ready()).await;
+            if kept.endpoint == *endpoint && matches!(ready, Ok(Ok(()))) {
+                result.details.reused_connection = true;
+                return Ok(kept);
             }
         }
         let (stream, remote) = connect(&endpoint.authority, deadline, &mut result.phases).await?;
@@ -240,21 +240,21 @@ impl HttpProbe {
             ));
         }
         let text = String::from_utf8_lossy(body);
-        if let Some(needle) = &c.body_contains {
-            if !text.contains(needle.as_str()) {
-                return Err((
-                    FailureKind::BodyMismatch,
-                    format!("body does not contain {needle:?}"),
-                ));
-            }
+        if let Some(needle) = &c.body_contains
+            && !text.contains(needle.as_str())
+        {
+            return Err((
+                FailureKind::BodyMismatch,
+                format!("body does not contain {needle:?}"),
+            ));
         }
-        if let Some(re) = &c.body_regex {
-            if !re.is_match(&text) {
-                return Err((
-                    FailureKind::BodyMismatch,
-                    format!("body does not match /{re}/"),
-                ));
-            }
+        if let Some(re) = &c.body_regex
+            && !re.is_match(&text)
+        {
+            return Err((
+                FailureKind::BodyMismatch,
+                format!("body does not match /{re}/"),
+            ));
         }
         if let Some(j) = &c.json_pointer {
             let json: serde_json::Value = serde_json::from_slice(body)

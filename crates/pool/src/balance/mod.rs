@@ -445,7 +445,7 @@ impl<T> Shared<T> {
         }
         estimates.sort_by(f64::total_cmp);
         let mid = estimates.len() / 2;
-        Some(if estimates.len() % 2 == 0 {
+        Some(if estimates.len().is_multiple_of(2) {
             (estimates[mid - 1] + estimates[mid]) / 2.0
         } else {
             estimates[mid]

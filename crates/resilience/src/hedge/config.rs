@@ -102,13 +102,13 @@ impl HedgeConfig {
                 );
             }
         }
-        if let Some(p) = self.percentile {
-            if !(p > 0.0 && p < 100.0) {
-                errors.push(
-                    format!("{path}.percentile"),
-                    format!("must be above 0 and below 100, got {p}"),
-                );
-            }
+        if let Some(p) = self.percentile
+            && !(p > 0.0 && p < 100.0)
+        {
+            errors.push(
+                format!("{path}.percentile"),
+                format!("must be above 0 and below 100, got {p}"),
+            );
         }
         if !(1..=MAX_HEDGES).contains(&self.max_hedges) {
             errors.push(

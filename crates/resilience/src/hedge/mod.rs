@@ -319,7 +319,7 @@ impl Latencies {
         }
         let count = index + 1;
         let min_samples = min_samples as u64;
-        if count == min_samples || (count > min_samples && count % RECOMPUTE_EVERY == 0) {
+        if count == min_samples || (count > min_samples && count.is_multiple_of(RECOMPUTE_EVERY)) {
             self.recompute(count);
         }
     }

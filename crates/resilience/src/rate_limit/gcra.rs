@@ -193,11 +193,10 @@ mod tests {
                 pending.retain(|&(wake, _, c)| {
                     if wake <= now { admitted += u64::from(c); false } else { true }
                 });
-                if drop_one {
-                    if let Some((_, inc, _)) = pending.pop() {
+                if drop_one
+                    && let Some((_, inc, _)) = pending.pop() {
                         tat.refund(inc);
                     }
-                }
                 if cost > burst { continue; }
                 if let Ok(a) = tat.acquire(&g, now, cost, max_wait) {
                     if a.wait == 0 {

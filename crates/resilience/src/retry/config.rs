@@ -181,13 +181,13 @@ impl RetryConfig {
                 format!("must be at least 1, got {}", self.multiplier),
             );
         }
-        if let Some(budget) = &self.budget {
-            if budget.trim().is_empty() {
-                errors.push(
-                    format!("{path}.budget"),
-                    "must name a [retry_budget.NAME] section, got an empty string",
-                );
-            }
+        if let Some(budget) = &self.budget
+            && budget.trim().is_empty()
+        {
+            errors.push(
+                format!("{path}.budget"),
+                "must name a [retry_budget.NAME] section, got an empty string",
+            );
         }
     }
 

@@ -409,10 +409,10 @@ impl Retry {
         let now = Instant::now();
         let starts_at = instant_after(now, delay);
         let started = progress.started.unwrap_or(now);
-        if let Some(max_elapsed) = s.max_elapsed {
-            if starts_at.saturating_duration_since(started) > max_elapsed {
-                return self.give_up();
-            }
+        if let Some(max_elapsed) = s.max_elapsed
+            && starts_at.saturating_duration_since(started) > max_elapsed
+        {
+            return self.give_up();
         }
         if let Some(deadline) = Deadline::current() {
             // An attempt that would start with less than `min_attempt_time` left could not
@@ -421,12 +421,12 @@ impl Retry {
                 return self.give_up();
             }
         }
-        if let Some(budget) = &self.budget {
-            if !budget.try_withdraw() {
-                s.budget_rejections.fetch_add(1, Ordering::Relaxed);
-                s.exhausted.fetch_add(1, Ordering::Relaxed);
-                return Next::BudgetExhausted(budget.name_arc());
-            }
+        if let Some(budget) = &self.budget
+            && !budget.try_withdraw()
+        {
+            s.budget_rejections.fetch_add(1, Ordering::Relaxed);
+            s.exhausted.fetch_add(1, Ordering::Relaxed);
+            return Next::BudgetExhausted(budget.name_arc());
         }
         progress.prev_delay = Some(backoff);
         s.retries.fetch_add(1, Ordering::Relaxed);
