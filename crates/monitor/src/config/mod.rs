@@ -39,12 +39,13 @@ use std::time::Duration;
 use hyper::{Method, Uri};
 pub use rampart_resilience::{ConfigError, ConfigProblem};
 use regex::Regex;
+use rustls::pki_types::CertificateDer;
 
 use self::parse::{RawDefaults, read_lenient};
 use self::validate::Node;
 
 /// The kinds of probe this version knows.
-pub const KINDS: &[&str] = &["http", "tcp"];
+pub const KINDS: &[&str] = &["http", "tcp", "tls"];
 
 /// A whole monitor configuration, validated.
 #[derive(Debug, Clone)]
@@ -124,6 +125,8 @@ pub enum CheckConfig {
     Http(Box<HttpCheck>),
     /// `kind = "tcp"` with a `[target.tcp]` section.
     Tcp(TcpCheck),
+    /// `kind = "tls"` with a `[target.tls]` section.
+    Tls(TlsCheck),
 }
 
 impl CheckConfig {
@@ -132,6 +135,7 @@ impl CheckConfig {
         match self {
             CheckConfig::Http(_) => "http",
             CheckConfig::Tcp(_) => "tcp",
+            CheckConfig::Tls(_) => "tls",
         }
     }
 
@@ -149,6 +153,7 @@ impl CheckConfig {
                 format!("{host}:{port}")
             }
             CheckConfig::Tcp(t) => t.address.clone(),
+            CheckConfig::Tls(t) => t.address.clone(),
         }
     }
 }
@@ -242,6 +247,58 @@ impl TcpCheck {
         TcpCheck {
             address: address.into(),
         }
+    }
+}
+
+/// `[target.tls]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsCheck {
+    /// `host:port` to connect to.
+    pub address: String,
+    /// The name the certificate must be valid for (default: the host of `address`).
+    pub server_name: String,
+    /// Fewer whole days left than this makes the target degraded (default 30).
+    pub warn_days: u32,
+    /// Fewer whole days left than this is a failure (default 7; at most `warn_days`).
+    pub min_days: u32,
+    /// Root certificates to trust instead of the Mozilla roots (from `ca_file`, PEM).
+    pub roots: Option<Vec<CertificateDer<'static>>>,
+}
+
+impl TlsCheck {
+    /// A check of `address` (`host:port`) for its host's name, with the default thresholds and
+    /// the Mozilla roots.
+    pub fn new(address: impl Into<String>) -> Self {
+        let address = address.into();
+        let server_name = address
+            .rsplit_once(':')
+            .map_or(address.as_str(), |(host, _)| host)
+            .trim_matches(['[', ']'])
+            .to_owned();
+        TlsCheck {
+            address,
+            server_name,
+            warn_days: 30,
+            min_days: 7,
+            roots: None,
+        }
+    }
+    /// The same check for the name `server_name`.
+    pub fn with_server_name(mut self, server_name: impl Into<String>) -> Self {
+        self.server_name = server_name.into();
+        self
+    }
+    /// The same check with other thresholds (in whole days left).
+    pub fn with_days(mut self, warn_days: u32, min_days: u32) -> Self {
+        self.warn_days = warn_days;
+        self.min_days = min_days;
+        self
+    }
+    /// The same check trusting only `roots`.
+    pub fn with_roots(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
+        self.roots = Some(roots);
+        self
     }
 }
 

@@ -39,6 +39,7 @@ pub(crate) struct RawTarget {
     pub(crate) thresholds: RawThresholds,
     pub(crate) http: Option<RawHttp>,
     pub(crate) tcp: Option<RawTcp>,
+    pub(crate) tls: Option<RawTls>,
 }
 
 /// `[target.thresholds]`.
@@ -90,6 +91,17 @@ pub(crate) struct RawJsonPointer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTcp {
     pub(crate) address: String,
+}
+
+/// `[target.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) address: String,
+    pub(crate) server_name: Option<String>,
+    pub(crate) warn_days: Option<u32>,
+    pub(crate) min_days: Option<u32>,
+    pub(crate) ca_file: Option<String>,
 }
 
 /// Reads `value` into `T`. Each bad key (unknown, wrong type, bad duration) is reported under

@@ -232,3 +232,50 @@ fn looks_like_tells_monitor_files_from_resilience_files() {
         "[breaker.a]\nfailure_rate = 0.5\n"
     ));
 }
+
+#[test]
+fn tls_sections_are_read_with_defaults_and_every_problem_reported() {
+    let c = MonitorConfig::from_str(
+        "[[target]]\nname = \"a\"\nkind = \"tls\"\n[target.tls]\naddress = \"example.com:443\"\n",
+        None,
+    )
+    .unwrap();
+    let CheckConfig::Tls(t) = &c.targets[0].check else {
+        panic!("{:?}", c.targets[0].check)
+    };
+    assert_eq!(
+        (t.server_name.as_str(), t.warn_days, t.min_days),
+        ("example.com", 30, 7)
+    );
+    assert_eq!(c.targets[0].check.host(), "example.com:443");
+
+    let p = problems(
+        r#"
+        [[target]]
+        name = "a"
+        kind = "tls"
+        [target.tls]
+        address = "example.com"
+        server_name = "not a name"
+        warn_days = 5
+        min_days = 10
+        ca_file = "/nonexistent/ca.pem"
+
+        [[target]]
+        name = "b"
+        kind = "tls"
+        [target.tcp]
+        address = "h:1"
+        "#,
+    );
+    for (path, needle) in [
+        ("target[0].tls.address", "host:port"),
+        ("target[0].tls.server_name", "not a DNS name"),
+        ("target[0].tls.min_days", "must not exceed warn_days (5)"),
+        ("target[0].tls.ca_file", "cannot read"),
+        ("target[1].tcp", "the target's kind is \"tls\""),
+        ("target[1].tls", "section is missing"),
+    ] {
+        assert!(has(&p, path, needle), "{path}: {p:#?}");
+    }
+}

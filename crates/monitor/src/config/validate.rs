@@ -8,10 +8,10 @@ use hyper::{Method, Uri};
 use rampart_resilience::{ConfigError, format_duration};
 use regex::Regex;
 
-use super::parse::{RawDefaults, RawHttp, RawJsonPointer, RawStatus, RawTarget};
+use super::parse::{RawDefaults, RawHttp, RawJsonPointer, RawStatus, RawTarget, RawTls};
 use super::{
     CheckConfig, HttpCheck, JsonPointerCheck, KINDS, StatusRange, TargetConfig, TcpCheck,
-    Thresholds,
+    Thresholds, TlsCheck,
 };
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -75,7 +75,11 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         );
         return None;
     }
-    let present = [("http", raw.http.is_some()), ("tcp", raw.tcp.is_some())];
+    let present = [
+        ("http", raw.http.is_some()),
+        ("tcp", raw.tcp.is_some()),
+        ("tls", raw.tls.is_some()),
+    ];
     for (other, is_there) in present {
         if is_there && other != kind {
             errors.push(
@@ -91,6 +95,10 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
             }
             None => missing(path, kind, errors),
         },
+        "tls" => match &raw.tls {
+            Some(t) => tls(&format!("{path}.tls"), t, errors).map(CheckConfig::Tls),
+            None => missing(path, kind, errors),
+        },
         _ => match &raw.tcp {
             Some(t) => {
                 let p = format!("{path}.tcp.address");
@@ -100,6 +108,51 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
             None => missing(path, kind, errors),
         },
     }
+}
+
+fn tls(path: &str, raw: &RawTls, errors: &mut ConfigError) -> Option<TlsCheck> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let before = errors.problems.len();
+    address_ok(&format!("{path}.address"), &raw.address, errors);
+    let mut check = TlsCheck::new(raw.address.clone());
+    if let Some(name) = &raw.server_name {
+        check.server_name = name.clone();
+    }
+    if ServerName::try_from(check.server_name.as_str()).is_err() {
+        errors.push(
+            format!("{path}.server_name"),
+            format!("not a DNS name or IP address: {:?}", check.server_name),
+        );
+    }
+    check.warn_days = raw.warn_days.unwrap_or(check.warn_days);
+    check.min_days = raw.min_days.unwrap_or(check.min_days.min(check.warn_days));
+    if check.min_days > check.warn_days {
+        errors.push(
+            format!("{path}.min_days"),
+            format!(
+                "must not exceed warn_days ({}), got {}",
+                check.warn_days, check.min_days
+            ),
+        );
+    }
+    if let Some(file) = &raw.ca_file {
+        let read: Result<Vec<_>, _> =
+            CertificateDer::pem_file_iter(file).and_then(|certs| certs.collect());
+        match read {
+            Ok(certs) if !certs.is_empty() => check.roots = Some(certs),
+            Ok(_) => errors.push(
+                format!("{path}.ca_file"),
+                format!("{file:?} holds no PEM certificate"),
+            ),
+            Err(e) => errors.push(
+                format!("{path}.ca_file"),
+                format!("cannot read certificates from {file:?}: {e}"),
+            ),
+        }
+    }
+    (errors.problems.len() == before).then_some(check)
 }
 
 fn missing(path: &str, kind: &str, errors: &mut ConfigError) -> Option<CheckConfig> {

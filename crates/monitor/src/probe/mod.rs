@@ -26,6 +26,7 @@
 mod cert;
 mod http;
 mod tcp;
+mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 pub use self::http::{BODY_CAP, HttpProbe};
 pub use self::tcp::TcpProbe;
+pub use self::tls::TlsProbe;
 use crate::config::CheckConfig;
 /// A DER-encoded certificate, for [`HttpProbe::with_root_certificates`].
 pub use rustls::pki_types::CertificateDer;
@@ -54,6 +56,7 @@ pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
     match check {
         CheckConfig::Http(h) => Box::new(HttpProbe::new((**h).clone())),
         CheckConfig::Tcp(t) => Box::new(TcpProbe::new(t.address.clone())),
+        CheckConfig::Tls(t) => Box::new(TlsProbe::new(t.clone())),
     }
 }
 
@@ -69,6 +72,9 @@ pub struct ProbeResult {
     pub phases: Phases,
     /// What was observed along the way.
     pub details: Details,
+    /// On a success, why the target should still count as degraded (a certificate that expires
+    /// soon, say); `None` on a plain success and on failures.
+    pub warning: Option<String>,
 }
 
 impl ProbeResult {
@@ -79,6 +85,7 @@ impl ProbeResult {
             latency,
             phases: Phases::default(),
             details: Details::default(),
+            warning: None,
         }
     }
     /// A failure of `kind` that took `latency`.
@@ -91,7 +98,24 @@ impl ProbeResult {
             latency,
             phases: Phases::default(),
             details: Details::default(),
+            warning: None,
         }
+    }
+    /// This result turned into a failure of `kind`, keeping the phases and details gathered.
+    pub(crate) fn into_failure(self, kind: FailureKind, message: impl Into<String>) -> Self {
+        ProbeResult {
+            outcome: ProbeOutcome::Failure {
+                kind,
+                message: message.into(),
+            },
+            warning: None,
+            ..self
+        }
+    }
+    /// The same success, with a warning that makes the target degraded.
+    pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
+        self.warning = Some(warning.into());
+        self
     }
     /// True if the check passed.
     pub fn is_success(&self) -> bool {
@@ -145,6 +169,14 @@ pub enum FailureKind {
     BodyMismatch,
     /// More redirects than the target allows.
     TooManyRedirects,
+    /// The certificate chain does not lead to a trusted root (or is otherwise invalid).
+    CertificateUntrusted,
+    /// The certificate is not valid for the name asked for.
+    CertificateNameMismatch,
+    /// The certificate has expired (or is not valid yet).
+    CertificateExpired,
+    /// The certificate is valid but expires within the target's `min_days`.
+    CertificateExpiring,
 }
 
 impl FailureKind {
@@ -161,6 +193,10 @@ impl FailureKind {
             FailureKind::StatusMismatch => "status_mismatch",
             FailureKind::BodyMismatch => "body_mismatch",
             FailureKind::TooManyRedirects => "too_many_redirects",
+            FailureKind::CertificateUntrusted => "certificate_untrusted",
+            FailureKind::CertificateNameMismatch => "certificate_name_mismatch",
+            FailureKind::CertificateExpired => "certificate_expired",
+            FailureKind::CertificateExpiring => "certificate_expiring",
         }
     }
 }
@@ -204,6 +240,12 @@ pub struct Details {
     pub reused_connection: bool,
     /// Whole days until the server's certificate expires (https on a fresh connection only).
     pub certificate_days_left: Option<i64>,
+    /// Certificates the server sent, its own first (tls probes).
+    pub chain_length: Option<usize>,
+    /// The server certificate's subject, like `CN=example.com, O=Example` (tls probes).
+    pub certificate_subject: Option<String>,
+    /// The server certificate's issuer, written like the subject (tls probes).
+    pub certificate_issuer: Option<String>,
 }
 
 /// Resolves `host:port` and connects to the first address that accepts, filling in the DNS and
