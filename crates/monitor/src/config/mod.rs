@@ -30,12 +30,14 @@
 //! ```
 
 mod parse;
+mod secret;
 mod validate;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+pub use self::secret::Secret;
 use hyper::{Method, Uri};
 pub use rampart_resilience::{ConfigError, ConfigProblem};
 use regex::Regex;
@@ -45,7 +47,7 @@ use self::parse::{RawDefaults, read_lenient};
 use self::validate::Node;
 
 /// The kinds of probe this version knows.
-pub const KINDS: &[&str] = &["http", "tcp", "tls"];
+pub const KINDS: &[&str] = &["http", "tcp", "tls", "postgres"];
 
 /// A whole monitor configuration, validated.
 #[derive(Debug, Clone)]
@@ -127,6 +129,8 @@ pub enum CheckConfig {
     Tcp(TcpCheck),
     /// `kind = "tls"` with a `[target.tls]` section.
     Tls(TlsCheck),
+    /// `kind = "postgres"` with a `[target.postgres]` section.
+    Postgres(PostgresCheck),
 }
 
 impl CheckConfig {
@@ -136,6 +140,7 @@ impl CheckConfig {
             CheckConfig::Http(_) => "http",
             CheckConfig::Tcp(_) => "tcp",
             CheckConfig::Tls(_) => "tls",
+            CheckConfig::Postgres(_) => "postgres",
         }
     }
 
@@ -154,6 +159,7 @@ impl CheckConfig {
             }
             CheckConfig::Tcp(t) => t.address.clone(),
             CheckConfig::Tls(t) => t.address.clone(),
+            CheckConfig::Postgres(p) => url_authority(p.url.expose(), "postgres", 5432),
         }
     }
 }
@@ -299,6 +305,72 @@ impl TlsCheck {
     pub fn with_roots(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
         self.roots = Some(roots);
         self
+    }
+}
+
+/// `[target.postgres]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostgresCheck {
+    /// The server: a `postgres://` URL or a key-value string (from `url`, `url_env` or
+    /// `url_file`; it may hold a password, so it is kept as a [`Secret`]).
+    pub url: Secret,
+    /// The statement run on each probe (default `SELECT 1`).
+    pub query: String,
+    /// The role the server must have, if any.
+    pub role: Option<ExpectedRole>,
+    /// Open a new session for every probe instead of keeping one (default false).
+    pub fresh_connection: bool,
+}
+
+impl PostgresCheck {
+    /// A check of the server at `url` running `SELECT 1` on a kept session, any role.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresCheck {
+            url: Secret::new(url),
+            query: "SELECT 1".to_owned(),
+            role: None,
+            fresh_connection: false,
+        }
+    }
+}
+
+/// The role a database server is expected to have (`role = "primary"` or `"replica"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedRole {
+    /// Accepts writes (PostgreSQL not in recovery; a Redis master).
+    Primary,
+    /// A read-only copy (PostgreSQL in recovery; a Redis replica).
+    Replica,
+}
+
+impl ExpectedRole {
+    /// `"primary"` or `"replica"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectedRole::Primary => "primary",
+            ExpectedRole::Replica => "replica",
+        }
+    }
+}
+
+/// The `host:port` of a `scheme://[user[:password]@]host[:port][/...]` URL (never its user
+/// information), for per-host limits; `fallback` if it is not such a URL.
+fn url_authority(url: &str, fallback: &str, default_port: u16) -> String {
+    let Some((_, rest)) = url.split_once("://") else {
+        return fallback.to_owned();
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.is_empty() {
+        fallback.to_owned()
+    } else if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
     }
 }
 

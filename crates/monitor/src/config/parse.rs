@@ -40,6 +40,7 @@ pub(crate) struct RawTarget {
     pub(crate) http: Option<RawHttp>,
     pub(crate) tcp: Option<RawTcp>,
     pub(crate) tls: Option<RawTls>,
+    pub(crate) postgres: Option<RawPostgres>,
 }
 
 /// `[target.thresholds]`.
@@ -102,6 +103,19 @@ pub(crate) struct RawTls {
     pub(crate) warn_days: Option<u32>,
     pub(crate) min_days: Option<u32>,
     pub(crate) ca_file: Option<String>,
+}
+
+/// `[target.postgres]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPostgres {
+    pub(crate) url: Option<String>,
+    pub(crate) url_env: Option<String>,
+    pub(crate) url_file: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) role: Option<String>,
+    #[serde(default)]
+    pub(crate) fresh_connection: bool,
 }
 
 /// Reads `value` into `T`. Each bad key (unknown, wrong type, bad duration) is reported under

@@ -279,3 +279,63 @@ fn tls_sections_are_read_with_defaults_and_every_problem_reported() {
         assert!(has(&p, path, needle), "{path}: {p:#?}");
     }
 }
+
+#[test]
+fn postgres_sections_take_the_url_one_way_and_report_every_problem() {
+    let c = MonitorConfig::from_str(
+        "[[target]]\nname = \"db\"\nkind = \"postgres\"\n[target.postgres]\n\
+         url = \"postgres://app:pw@db.internal/app\"\n",
+        None,
+    )
+    .unwrap();
+    let CheckConfig::Postgres(p) = &c.targets[0].check else {
+        panic!("{:?}", c.targets[0].check)
+    };
+    assert_eq!(
+        (p.query.as_str(), p.role, p.fresh_connection),
+        ("SELECT 1", None, false)
+    );
+    assert_eq!(c.targets[0].check.host(), "db.internal:5432");
+    assert!(!format!("{c:?}").contains("pw@"));
+
+    let p = problems(
+        r#"
+        [[target]]
+        name = "a"
+        kind = "postgres"
+        [target.postgres]
+        url = "postgres://h/db"
+        url_env = "PG_URL"
+        role = "leader"
+        query = " "
+
+        [[target]]
+        name = "b"
+        kind = "postgres"
+        [target.postgres]
+        url_env = "RAMPART_MONITOR_TEST_UNSET_VARIABLE"
+
+        [[target]]
+        name = "c"
+        kind = "postgres"
+        [target.postgres]
+        url_file = "/nonexistent/pg-url"
+
+        [[target]]
+        name = "d"
+        kind = "postgres"
+        [target.postgres]
+        query = "SELECT 1"
+        "#,
+    );
+    for (path, needle) in [
+        ("target[0].postgres.url", "only one of"),
+        ("target[0].postgres.role", "\"primary\" or \"replica\""),
+        ("target[0].postgres.query", "must not be empty"),
+        ("target[1].postgres.url_env", "is not set"),
+        ("target[2].postgres.url_file", "cannot read"),
+        ("target[3].postgres.url", "is required"),
+    ] {
+        assert!(has(&p, path, needle), "{path}: {p:#?}");
+    }
+}

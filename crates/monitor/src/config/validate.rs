@@ -8,10 +8,13 @@ use hyper::{Method, Uri};
 use rampart_resilience::{ConfigError, format_duration};
 use regex::Regex;
 
-use super::parse::{RawDefaults, RawHttp, RawJsonPointer, RawStatus, RawTarget, RawTls};
+use super::parse::{
+    RawDefaults, RawHttp, RawJsonPointer, RawPostgres, RawStatus, RawTarget, RawTls,
+};
+use super::secret::SecretSource;
 use super::{
-    CheckConfig, HttpCheck, JsonPointerCheck, KINDS, StatusRange, TargetConfig, TcpCheck,
-    Thresholds, TlsCheck,
+    CheckConfig, ExpectedRole, HttpCheck, JsonPointerCheck, KINDS, PostgresCheck, StatusRange,
+    TargetConfig, TcpCheck, Thresholds, TlsCheck,
 };
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -79,6 +82,7 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         ("http", raw.http.is_some()),
         ("tcp", raw.tcp.is_some()),
         ("tls", raw.tls.is_some()),
+        ("postgres", raw.postgres.is_some()),
     ];
     for (other, is_there) in present {
         if is_there && other != kind {
@@ -99,6 +103,10 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
             Some(t) => tls(&format!("{path}.tls"), t, errors).map(CheckConfig::Tls),
             None => missing(path, kind, errors),
         },
+        "postgres" => match &raw.postgres {
+            Some(p) => postgres(&format!("{path}.postgres"), p, errors).map(CheckConfig::Postgres),
+            None => missing(path, kind, errors),
+        },
         _ => match &raw.tcp {
             Some(t) => {
                 let p = format!("{path}.tcp.address");
@@ -107,6 +115,72 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
             }
             None => missing(path, kind, errors),
         },
+    }
+}
+
+fn postgres(path: &str, raw: &RawPostgres, errors: &mut ConfigError) -> Option<PostgresCheck> {
+    let before = errors.problems.len();
+    let source = SecretSource {
+        inline: raw.url.as_deref(),
+        env: raw.url_env.as_deref(),
+        file: raw.url_file.as_deref(),
+    };
+    let url = source.read(path, "url", errors);
+    if let Some(_url) = &url {
+        feature_gated(
+            path,
+            "postgres",
+            cfg!(feature = "postgres"),
+            errors,
+            |_errors| {
+                #[cfg(feature = "postgres")]
+                rampart_connect::postgres::PgConfig::new(_url.expose()).validate(path, _errors);
+            },
+        );
+    }
+    let query = raw.query.clone().unwrap_or_else(|| "SELECT 1".to_owned());
+    if query.trim().is_empty() {
+        errors.push(format!("{path}.query"), "must not be empty");
+    }
+    let role = expected_role(path, raw.role.as_deref(), errors);
+    let check = PostgresCheck {
+        url: url?,
+        query,
+        role,
+        fresh_connection: raw.fresh_connection,
+    };
+    (errors.problems.len() == before).then_some(check)
+}
+
+/// Runs `validate` if `feature` is `enabled` in this build, else reports that the kind needs it.
+fn feature_gated(
+    path: &str,
+    feature: &str,
+    enabled: bool,
+    errors: &mut ConfigError,
+    validate: impl FnOnce(&mut ConfigError),
+) {
+    if enabled {
+        validate(errors);
+    } else {
+        errors.push(
+            path,
+            format!("this build has no {feature} probe (rampart-monitor's `{feature}` feature)"),
+        );
+    }
+}
+
+fn expected_role(path: &str, raw: Option<&str>, errors: &mut ConfigError) -> Option<ExpectedRole> {
+    match raw? {
+        "primary" => Some(ExpectedRole::Primary),
+        "replica" => Some(ExpectedRole::Replica),
+        other => {
+            errors.push(
+                format!("{path}.role"),
+                format!("expected \"primary\" or \"replica\", got {other:?}"),
+            );
+            None
+        }
     }
 }
 

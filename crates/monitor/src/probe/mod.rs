@@ -25,6 +25,8 @@
 
 mod cert;
 mod http;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod tcp;
 mod tls;
 
@@ -35,6 +37,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use self::http::{BODY_CAP, HttpProbe};
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresProbe;
 pub use self::tcp::TcpProbe;
 pub use self::tls::TlsProbe;
 use crate::config::CheckConfig;
@@ -57,6 +61,26 @@ pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
         CheckConfig::Http(h) => Box::new(HttpProbe::new((**h).clone())),
         CheckConfig::Tcp(t) => Box::new(TcpProbe::new(t.address.clone())),
         CheckConfig::Tls(t) => Box::new(TlsProbe::new(t.clone())),
+        #[cfg(feature = "postgres")]
+        CheckConfig::Postgres(p) => Box::new(PostgresProbe::new(p.clone())),
+        #[allow(unreachable_patterns)] // reachable when a probe's feature is off
+        other => Box::new(Unsupported(other.kind())),
+    }
+}
+
+/// A kind this build has no probe for (its cargo feature is off): every probe fails.
+struct Unsupported(&'static str);
+
+impl Probe for Unsupported {
+    fn probe(&self, _timeout: Duration) -> ProbeFuture<'_> {
+        let kind = self.0;
+        Box::pin(async move {
+            ProbeResult::failure(
+                FailureKind::Protocol,
+                format!("this build has no {kind} probe (rampart-monitor's `{kind}` feature)"),
+                Duration::ZERO,
+            )
+        })
     }
 }
 
@@ -177,6 +201,14 @@ pub enum FailureKind {
     CertificateExpired,
     /// The certificate is valid but expires within the target's `min_days`.
     CertificateExpiring,
+    /// The server refused the credentials (wrong password, unknown user, not authorised).
+    AuthFailed,
+    /// The server answered the query or command with an error.
+    QueryFailed,
+    /// The answer was not the expected one (query result, command reply, DNS records).
+    AnswerMismatch,
+    /// The server's role (primary or replica) is not the expected one.
+    RoleMismatch,
 }
 
 impl FailureKind {
@@ -197,6 +229,10 @@ impl FailureKind {
             FailureKind::CertificateNameMismatch => "certificate_name_mismatch",
             FailureKind::CertificateExpired => "certificate_expired",
             FailureKind::CertificateExpiring => "certificate_expiring",
+            FailureKind::AuthFailed => "auth_failed",
+            FailureKind::QueryFailed => "query_failed",
+            FailureKind::AnswerMismatch => "answer_mismatch",
+            FailureKind::RoleMismatch => "role_mismatch",
         }
     }
 }
@@ -222,6 +258,8 @@ pub struct Phases {
     pub first_byte: Option<Duration>,
     /// Reading the body.
     pub body: Option<Duration>,
+    /// The query or command itself (database probes), or the round trip (mqtt).
+    pub query: Option<Duration>,
 }
 
 /// What a probe observed.
@@ -246,6 +284,10 @@ pub struct Details {
     pub certificate_subject: Option<String>,
     /// The server certificate's issuer, written like the subject (tls probes).
     pub certificate_issuer: Option<String>,
+    /// The server's version as it reports it (database probes).
+    pub server_version: Option<String>,
+    /// The server's role, `primary` or `replica` (database probes).
+    pub role: Option<String>,
 }
 
 /// Resolves `host:port` and connects to the first address that accepts, filling in the DNS and
