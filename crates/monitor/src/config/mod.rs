@@ -47,7 +47,7 @@ use self::parse::{RawDefaults, read_lenient};
 use self::validate::Node;
 
 /// The kinds of probe this version knows.
-pub const KINDS: &[&str] = &["http", "tcp", "tls", "postgres"];
+pub const KINDS: &[&str] = &["http", "tcp", "tls", "postgres", "redis"];
 
 /// A whole monitor configuration, validated.
 #[derive(Debug, Clone)]
@@ -131,6 +131,8 @@ pub enum CheckConfig {
     Tls(TlsCheck),
     /// `kind = "postgres"` with a `[target.postgres]` section.
     Postgres(PostgresCheck),
+    /// `kind = "redis"` with a `[target.redis]` section.
+    Redis(RedisCheck),
 }
 
 impl CheckConfig {
@@ -141,6 +143,7 @@ impl CheckConfig {
             CheckConfig::Tcp(_) => "tcp",
             CheckConfig::Tls(_) => "tls",
             CheckConfig::Postgres(_) => "postgres",
+            CheckConfig::Redis(_) => "redis",
         }
     }
 
@@ -160,6 +163,7 @@ impl CheckConfig {
             CheckConfig::Tcp(t) => t.address.clone(),
             CheckConfig::Tls(t) => t.address.clone(),
             CheckConfig::Postgres(p) => url_authority(p.url.expose(), "postgres", 5432),
+            CheckConfig::Redis(r) => url_authority(r.url.expose(), "redis", 6379),
         }
     }
 }
@@ -329,6 +333,37 @@ impl PostgresCheck {
         PostgresCheck {
             url: Secret::new(url),
             query: "SELECT 1".to_owned(),
+            role: None,
+            fresh_connection: false,
+        }
+    }
+}
+
+/// `[target.redis]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisCheck {
+    /// The server: `redis://[user:password@]host:port[/db]` (from `url`, `url_env` or
+    /// `url_file`; kept as a [`Secret`]).
+    pub url: Secret,
+    /// The command and its arguments, run on each probe (default `["PING"]`).
+    pub command: Vec<String>,
+    /// The reply the command must give, as text (default `PONG` for the default command, else
+    /// none: any reply that is not an error passes).
+    pub expect: Option<String>,
+    /// The role the server must have, if any (a master is `primary`).
+    pub role: Option<ExpectedRole>,
+    /// Open a new connection for every probe instead of keeping one (default false).
+    pub fresh_connection: bool,
+}
+
+impl RedisCheck {
+    /// A check of the server at `url` expecting `PONG` to `PING` on a kept connection, any role.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisCheck {
+            url: Secret::new(url),
+            command: vec!["PING".to_owned()],
+            expect: Some("PONG".to_owned()),
             role: None,
             fresh_connection: false,
         }

@@ -41,6 +41,7 @@ pub(crate) struct RawTarget {
     pub(crate) tcp: Option<RawTcp>,
     pub(crate) tls: Option<RawTls>,
     pub(crate) postgres: Option<RawPostgres>,
+    pub(crate) redis: Option<RawRedis>,
 }
 
 /// `[target.thresholds]`.
@@ -113,6 +114,20 @@ pub(crate) struct RawPostgres {
     pub(crate) url_env: Option<String>,
     pub(crate) url_file: Option<String>,
     pub(crate) query: Option<String>,
+    pub(crate) role: Option<String>,
+    #[serde(default)]
+    pub(crate) fresh_connection: bool,
+}
+
+/// `[target.redis]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    pub(crate) url: Option<String>,
+    pub(crate) url_env: Option<String>,
+    pub(crate) url_file: Option<String>,
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) expect: Option<String>,
     pub(crate) role: Option<String>,
     #[serde(default)]
     pub(crate) fresh_connection: bool,

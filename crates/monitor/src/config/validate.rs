@@ -9,12 +9,12 @@ use rampart_resilience::{ConfigError, format_duration};
 use regex::Regex;
 
 use super::parse::{
-    RawDefaults, RawHttp, RawJsonPointer, RawPostgres, RawStatus, RawTarget, RawTls,
+    RawDefaults, RawHttp, RawJsonPointer, RawPostgres, RawRedis, RawStatus, RawTarget, RawTls,
 };
 use super::secret::SecretSource;
 use super::{
-    CheckConfig, ExpectedRole, HttpCheck, JsonPointerCheck, KINDS, PostgresCheck, StatusRange,
-    TargetConfig, TcpCheck, Thresholds, TlsCheck,
+    CheckConfig, ExpectedRole, HttpCheck, JsonPointerCheck, KINDS, PostgresCheck, RedisCheck,
+    StatusRange, TargetConfig, TcpCheck, Thresholds, TlsCheck,
 };
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -83,6 +83,7 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         ("tcp", raw.tcp.is_some()),
         ("tls", raw.tls.is_some()),
         ("postgres", raw.postgres.is_some()),
+        ("redis", raw.redis.is_some()),
     ];
     for (other, is_there) in present {
         if is_there && other != kind {
@@ -105,6 +106,10 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         },
         "postgres" => match &raw.postgres {
             Some(p) => postgres(&format!("{path}.postgres"), p, errors).map(CheckConfig::Postgres),
+            None => missing(path, kind, errors),
+        },
+        "redis" => match &raw.redis {
+            Some(r) => redis(&format!("{path}.redis"), r, errors).map(CheckConfig::Redis),
             None => missing(path, kind, errors),
         },
         _ => match &raw.tcp {
@@ -149,6 +154,40 @@ fn postgres(path: &str, raw: &RawPostgres, errors: &mut ConfigError) -> Option<P
         role,
         fresh_connection: raw.fresh_connection,
     };
+    (errors.problems.len() == before).then_some(check)
+}
+
+fn redis(path: &str, raw: &RawRedis, errors: &mut ConfigError) -> Option<RedisCheck> {
+    let before = errors.problems.len();
+    let source = SecretSource {
+        inline: raw.url.as_deref(),
+        env: raw.url_env.as_deref(),
+        file: raw.url_file.as_deref(),
+    };
+    let url = source.read(path, "url", errors);
+    if let Some(_url) = &url {
+        feature_gated(path, "redis", cfg!(feature = "redis"), errors, |_errors| {
+            #[cfg(feature = "redis")]
+            rampart_connect::redis::RedisConfig::new(_url.expose()).validate(path, _errors);
+        });
+    }
+    let mut check = RedisCheck::new("");
+    if let Some(command) = &raw.command {
+        if command.first().is_none_or(|c| c.trim().is_empty()) {
+            errors.push(
+                format!("{path}.command"),
+                "must name a command, like [\"PING\"] or [\"GET\", \"key\"]",
+            );
+        }
+        check.command = command.clone();
+        check.expect = None;
+    }
+    if raw.expect.is_some() {
+        check.expect = raw.expect.clone();
+    }
+    check.role = expected_role(path, raw.role.as_deref(), errors);
+    check.fresh_connection = raw.fresh_connection;
+    check.url = url?;
     (errors.problems.len() == before).then_some(check)
 }
 

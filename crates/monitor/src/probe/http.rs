@@ -16,13 +16,11 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 
-use super::{FailureKind, Probe, ProbeFuture, ProbeResult, connect, tls};
+use super::{Failure, FailureKind, Probe, ProbeFuture, ProbeResult, conclude, connect, tls};
 use crate::config::HttpCheck;
 
 /// At most this much of a response body is read; checks see the first `BODY_CAP` bytes.
 pub const BODY_CAP: usize = 1 << 20;
-
-type Failure = (FailureKind, String);
 
 /// Probes an `http://` or `https://` URL with hyper's HTTP/1 client (TLS by rustls, verified
 /// against the Mozilla root certificates of `webpki-roots` unless other roots are given). Phases:
@@ -247,11 +245,8 @@ impl Probe for HttpProbe {
         Box::pin(async move {
             let started = Instant::now();
             let mut result = ProbeResult::success(Duration::ZERO);
-            if let Err((kind, message)) = self.run(started + timeout, &mut result).await {
-                result = result.into_failure(kind, message);
-            }
-            result.latency = started.elapsed();
-            result
+            let outcome = self.run(started + timeout, &mut result).await;
+            conclude(result, outcome, started)
         })
     }
 }

@@ -27,6 +27,8 @@ mod cert;
 mod http;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 mod tcp;
 mod tls;
 
@@ -39,6 +41,8 @@ use std::time::Duration;
 pub use self::http::{BODY_CAP, HttpProbe};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresProbe;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisProbe;
 pub use self::tcp::TcpProbe;
 pub use self::tls::TlsProbe;
 use crate::config::CheckConfig;
@@ -63,6 +67,8 @@ pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
         CheckConfig::Tls(t) => Box::new(TlsProbe::new(t.clone())),
         #[cfg(feature = "postgres")]
         CheckConfig::Postgres(p) => Box::new(PostgresProbe::new(p.clone())),
+        #[cfg(feature = "redis")]
+        CheckConfig::Redis(r) => Box::new(RedisProbe::new(r.clone())),
         #[allow(unreachable_patterns)] // reachable when a probe's feature is off
         other => Box::new(Unsupported(other.kind())),
     }
@@ -288,6 +294,24 @@ pub struct Details {
     pub server_version: Option<String>,
     /// The server's role, `primary` or `replica` (database probes).
     pub role: Option<String>,
+}
+
+/// A failed step: its kind and a message for people.
+pub(crate) type Failure = (FailureKind, String);
+
+/// Ends a probe that started at `started`: `result` as gathered, turned into a failure if
+/// `outcome` is one, with the latency measured up to now.
+pub(crate) fn conclude(
+    result: ProbeResult,
+    outcome: Result<(), Failure>,
+    started: tokio::time::Instant,
+) -> ProbeResult {
+    let mut result = match outcome {
+        Ok(()) => result,
+        Err((kind, message)) => result.into_failure(kind, message),
+    };
+    result.latency = started.elapsed();
+    result
 }
 
 /// Resolves `host:port` and connects to the first address that accepts, filling in the DNS and

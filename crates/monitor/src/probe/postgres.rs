@@ -9,10 +9,8 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::error::SqlState;
 
-use super::{FailureKind, Probe, ProbeFuture, ProbeResult};
+use super::{Failure, FailureKind, Probe, ProbeFuture, ProbeResult, conclude};
 use crate::config::{ExpectedRole, PostgresCheck};
-
-type Failure = (FailureKind, String);
 
 /// The `application_name` of the probe's sessions, so `pg_stat_activity` shows them as such.
 const APPLICATION_NAME: &str = "rampart-monitor";
@@ -132,11 +130,8 @@ impl Probe for PostgresProbe {
         Box::pin(async move {
             let started = Instant::now();
             let mut result = ProbeResult::success(Duration::ZERO);
-            if let Err((kind, message)) = self.run(started + timeout, &mut result).await {
-                result = result.into_failure(kind, message);
-            }
-            result.latency = started.elapsed();
-            result
+            let outcome = self.run(started + timeout, &mut result).await;
+            conclude(result, outcome, started)
         })
     }
 }

@@ -9,10 +9,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::client::TlsStream;
 
-use super::{FailureKind, Probe, ProbeFuture, ProbeResult, connect};
+use super::{Failure, FailureKind, Probe, ProbeFuture, ProbeResult, conclude, connect};
 use crate::config::TlsCheck;
-
-type Failure = (FailureKind, String);
 
 /// Connects to `host:port`, completes a TLS handshake and verifies the server's chain for the
 /// configured name (against the Mozilla roots of `webpki-roots`, or the check's own roots).
@@ -86,11 +84,8 @@ impl Probe for TlsProbe {
         Box::pin(async move {
             let started = Instant::now();
             let mut result = ProbeResult::success(Duration::ZERO);
-            if let Err((kind, message)) = self.run(started + timeout, &mut result).await {
-                result = result.into_failure(kind, message);
-            }
-            result.latency = started.elapsed();
-            result
+            let outcome = self.run(started + timeout, &mut result).await;
+            conclude(result, outcome, started)
         })
     }
 }
