@@ -47,7 +47,7 @@ use self::parse::{RawDefaults, read_lenient};
 use self::validate::Node;
 
 /// The kinds of probe this version knows.
-pub const KINDS: &[&str] = &["http", "tcp", "tls", "postgres", "redis"];
+pub const KINDS: &[&str] = &["http", "tcp", "tls", "postgres", "redis", "mqtt"];
 
 /// A whole monitor configuration, validated.
 #[derive(Debug, Clone)]
@@ -133,6 +133,8 @@ pub enum CheckConfig {
     Postgres(PostgresCheck),
     /// `kind = "redis"` with a `[target.redis]` section.
     Redis(RedisCheck),
+    /// `kind = "mqtt"` with a `[target.mqtt]` section.
+    Mqtt(MqttCheck),
 }
 
 impl CheckConfig {
@@ -144,6 +146,7 @@ impl CheckConfig {
             CheckConfig::Tls(_) => "tls",
             CheckConfig::Postgres(_) => "postgres",
             CheckConfig::Redis(_) => "redis",
+            CheckConfig::Mqtt(_) => "mqtt",
         }
     }
 
@@ -164,6 +167,7 @@ impl CheckConfig {
             CheckConfig::Tls(t) => t.address.clone(),
             CheckConfig::Postgres(p) => url_authority(p.url.expose(), "postgres", 5432),
             CheckConfig::Redis(r) => url_authority(r.url.expose(), "redis", 6379),
+            CheckConfig::Mqtt(m) => m.address.clone(),
         }
     }
 }
@@ -366,6 +370,33 @@ impl RedisCheck {
             expect: Some("PONG".to_owned()),
             role: None,
             fresh_connection: false,
+        }
+    }
+}
+
+/// `[target.mqtt]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MqttCheck {
+    /// The broker's `host:port`.
+    pub address: String,
+    /// The user name to connect with, if any.
+    pub username: Option<String>,
+    /// The password (from `password`, `password_env` or `password_file`), if any.
+    pub password: Option<Secret>,
+    /// The prefix of each probe's own topic (default `rampart/monitor`); the probe subscribes to
+    /// and publishes on `{topic}/{unique id}`.
+    pub topic: String,
+}
+
+impl MqttCheck {
+    /// An anonymous check of the broker at `address` (`host:port`) on the default topic prefix.
+    pub fn new(address: impl Into<String>) -> Self {
+        MqttCheck {
+            address: address.into(),
+            username: None,
+            password: None,
+            topic: "rampart/monitor".to_owned(),
         }
     }
 }

@@ -42,6 +42,7 @@ pub(crate) struct RawTarget {
     pub(crate) tls: Option<RawTls>,
     pub(crate) postgres: Option<RawPostgres>,
     pub(crate) redis: Option<RawRedis>,
+    pub(crate) mqtt: Option<RawMqtt>,
 }
 
 /// `[target.thresholds]`.
@@ -131,6 +132,18 @@ pub(crate) struct RawRedis {
     pub(crate) role: Option<String>,
     #[serde(default)]
     pub(crate) fresh_connection: bool,
+}
+
+/// `[target.mqtt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMqtt {
+    pub(crate) address: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) password_file: Option<String>,
+    pub(crate) topic: Option<String>,
 }
 
 /// Reads `value` into `T`. Each bad key (unknown, wrong type, bad duration) is reported under

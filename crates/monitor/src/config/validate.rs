@@ -9,12 +9,13 @@ use rampart_resilience::{ConfigError, format_duration};
 use regex::Regex;
 
 use super::parse::{
-    RawDefaults, RawHttp, RawJsonPointer, RawPostgres, RawRedis, RawStatus, RawTarget, RawTls,
+    RawDefaults, RawHttp, RawJsonPointer, RawMqtt, RawPostgres, RawRedis, RawStatus, RawTarget,
+    RawTls,
 };
 use super::secret::SecretSource;
 use super::{
-    CheckConfig, ExpectedRole, HttpCheck, JsonPointerCheck, KINDS, PostgresCheck, RedisCheck,
-    StatusRange, TargetConfig, TcpCheck, Thresholds, TlsCheck,
+    CheckConfig, ExpectedRole, HttpCheck, JsonPointerCheck, KINDS, MqttCheck, PostgresCheck,
+    RedisCheck, StatusRange, TargetConfig, TcpCheck, Thresholds, TlsCheck,
 };
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -84,6 +85,7 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         ("tls", raw.tls.is_some()),
         ("postgres", raw.postgres.is_some()),
         ("redis", raw.redis.is_some()),
+        ("mqtt", raw.mqtt.is_some()),
     ];
     for (other, is_there) in present {
         if is_there && other != kind {
@@ -110,6 +112,10 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         },
         "redis" => match &raw.redis {
             Some(r) => redis(&format!("{path}.redis"), r, errors).map(CheckConfig::Redis),
+            None => missing(path, kind, errors),
+        },
+        "mqtt" => match &raw.mqtt {
+            Some(m) => mqtt(&format!("{path}.mqtt"), m, errors).map(CheckConfig::Mqtt),
             None => missing(path, kind, errors),
         },
         _ => match &raw.tcp {
@@ -188,6 +194,38 @@ fn redis(path: &str, raw: &RawRedis, errors: &mut ConfigError) -> Option<RedisCh
     check.role = expected_role(path, raw.role.as_deref(), errors);
     check.fresh_connection = raw.fresh_connection;
     check.url = url?;
+    (errors.problems.len() == before).then_some(check)
+}
+
+fn mqtt(path: &str, raw: &RawMqtt, errors: &mut ConfigError) -> Option<MqttCheck> {
+    let before = errors.problems.len();
+    feature_gated(path, "mqtt", cfg!(feature = "mqtt"), errors, |_| {});
+    address_ok(&format!("{path}.address"), &raw.address, errors);
+    let mut check = MqttCheck::new(raw.address.clone());
+    check.username = raw.username.clone();
+    let source = SecretSource {
+        inline: raw.password.as_deref(),
+        env: raw.password_env.as_deref(),
+        file: raw.password_file.as_deref(),
+    };
+    if source.inline.is_some() || source.env.is_some() || source.file.is_some() {
+        check.password = source.read(path, "password", errors);
+        if check.username.is_none() {
+            errors.push(
+                format!("{path}.username"),
+                "is required with a password (MQTT 3.1.1 sends no password without a user name)",
+            );
+        }
+    }
+    if let Some(topic) = &raw.topic {
+        if topic.is_empty() || topic.contains(['+', '#']) || topic.starts_with('$') {
+            errors.push(
+                format!("{path}.topic"),
+                format!("must be a plain topic without wildcards or a leading `$`, got {topic:?}"),
+            );
+        }
+        check.topic = topic.trim_end_matches('/').to_owned();
+    }
     (errors.problems.len() == before).then_some(check)
 }
 

@@ -25,6 +25,8 @@
 
 mod cert;
 mod http;
+#[cfg(feature = "mqtt")]
+mod mqtt;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -39,6 +41,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use self::http::{BODY_CAP, HttpProbe};
+#[cfg(feature = "mqtt")]
+pub use self::mqtt::MqttProbe;
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresProbe;
 #[cfg(feature = "redis")]
@@ -69,6 +73,8 @@ pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
         CheckConfig::Postgres(p) => Box::new(PostgresProbe::new(p.clone())),
         #[cfg(feature = "redis")]
         CheckConfig::Redis(r) => Box::new(RedisProbe::new(r.clone())),
+        #[cfg(feature = "mqtt")]
+        CheckConfig::Mqtt(m) => Box::new(MqttProbe::new(m.clone())),
         #[allow(unreachable_patterns)] // reachable when a probe's feature is off
         other => Box::new(Unsupported(other.kind())),
     }
