@@ -43,6 +43,7 @@ pub(crate) struct RawTarget {
     pub(crate) postgres: Option<RawPostgres>,
     pub(crate) redis: Option<RawRedis>,
     pub(crate) mqtt: Option<RawMqtt>,
+    pub(crate) heartbeat: Option<RawHeartbeat>,
 }
 
 /// `[target.thresholds]`.
@@ -144,6 +145,20 @@ pub(crate) struct RawMqtt {
     pub(crate) password_env: Option<String>,
     pub(crate) password_file: Option<String>,
     pub(crate) topic: Option<String>,
+}
+
+/// `[target.heartbeat]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeartbeat {
+    pub(crate) token: Option<String>,
+    pub(crate) token_env: Option<String>,
+    pub(crate) token_file: Option<String>,
+    #[serde(default, with = "serde_duration::option")]
+    pub(crate) every: Option<Duration>,
+    pub(crate) cron: Option<String>,
+    #[serde(default, with = "serde_duration::option")]
+    pub(crate) grace: Option<Duration>,
 }
 
 /// Reads `value` into `T`. Each bad key (unknown, wrong type, bad duration) is reported under

@@ -8,19 +8,16 @@ use hyper::{Method, Uri};
 use rampart_resilience::{ConfigError, format_duration};
 use regex::Regex;
 
-use super::parse::{
-    RawDefaults, RawHttp, RawJsonPointer, RawMqtt, RawPostgres, RawRedis, RawStatus, RawTarget,
-    RawTls,
-};
-use super::secret::SecretSource;
+use super::parse::{RawDefaults, RawHttp, RawJsonPointer, RawStatus, RawTarget};
+use super::sections;
 use super::{
-    CheckConfig, ExpectedRole, HttpCheck, JsonPointerCheck, KINDS, MqttCheck, PostgresCheck,
-    RedisCheck, StatusRange, TargetConfig, TcpCheck, Thresholds, TlsCheck,
+    CheckConfig, HttpCheck, JsonPointerCheck, KINDS, StatusRange, TargetConfig, TcpCheck,
+    Thresholds,
 };
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-const MIN_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Validates one raw target, recording its problems under `path`.
 pub(super) fn target(
@@ -86,6 +83,7 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         ("postgres", raw.postgres.is_some()),
         ("redis", raw.redis.is_some()),
         ("mqtt", raw.mqtt.is_some()),
+        ("heartbeat", raw.heartbeat.is_some()),
     ];
     for (other, is_there) in present {
         if is_there && other != kind {
@@ -103,19 +101,25 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
             None => missing(path, kind, errors),
         },
         "tls" => match &raw.tls {
-            Some(t) => tls(&format!("{path}.tls"), t, errors).map(CheckConfig::Tls),
+            Some(t) => sections::tls(&format!("{path}.tls"), t, errors).map(CheckConfig::Tls),
             None => missing(path, kind, errors),
         },
         "postgres" => match &raw.postgres {
-            Some(p) => postgres(&format!("{path}.postgres"), p, errors).map(CheckConfig::Postgres),
+            Some(p) => sections::postgres(&format!("{path}.postgres"), p, errors)
+                .map(CheckConfig::Postgres),
             None => missing(path, kind, errors),
         },
         "redis" => match &raw.redis {
-            Some(r) => redis(&format!("{path}.redis"), r, errors).map(CheckConfig::Redis),
+            Some(r) => sections::redis(&format!("{path}.redis"), r, errors).map(CheckConfig::Redis),
+            None => missing(path, kind, errors),
+        },
+        "heartbeat" => match &raw.heartbeat {
+            Some(h) => sections::heartbeat(&format!("{path}.heartbeat"), h, errors)
+                .map(CheckConfig::Heartbeat),
             None => missing(path, kind, errors),
         },
         "mqtt" => match &raw.mqtt {
-            Some(m) => mqtt(&format!("{path}.mqtt"), m, errors).map(CheckConfig::Mqtt),
+            Some(m) => sections::mqtt(&format!("{path}.mqtt"), m, errors).map(CheckConfig::Mqtt),
             None => missing(path, kind, errors),
         },
         _ => match &raw.tcp {
@@ -129,183 +133,6 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
     }
 }
 
-fn postgres(path: &str, raw: &RawPostgres, errors: &mut ConfigError) -> Option<PostgresCheck> {
-    let before = errors.problems.len();
-    let source = SecretSource {
-        inline: raw.url.as_deref(),
-        env: raw.url_env.as_deref(),
-        file: raw.url_file.as_deref(),
-    };
-    let url = source.read(path, "url", errors);
-    if let Some(_url) = &url {
-        feature_gated(
-            path,
-            "postgres",
-            cfg!(feature = "postgres"),
-            errors,
-            |_errors| {
-                #[cfg(feature = "postgres")]
-                rampart_connect::postgres::PgConfig::new(_url.expose()).validate(path, _errors);
-            },
-        );
-    }
-    let query = raw.query.clone().unwrap_or_else(|| "SELECT 1".to_owned());
-    if query.trim().is_empty() {
-        errors.push(format!("{path}.query"), "must not be empty");
-    }
-    let role = expected_role(path, raw.role.as_deref(), errors);
-    let check = PostgresCheck {
-        url: url?,
-        query,
-        role,
-        fresh_connection: raw.fresh_connection,
-    };
-    (errors.problems.len() == before).then_some(check)
-}
-
-fn redis(path: &str, raw: &RawRedis, errors: &mut ConfigError) -> Option<RedisCheck> {
-    let before = errors.problems.len();
-    let source = SecretSource {
-        inline: raw.url.as_deref(),
-        env: raw.url_env.as_deref(),
-        file: raw.url_file.as_deref(),
-    };
-    let url = source.read(path, "url", errors);
-    if let Some(_url) = &url {
-        feature_gated(path, "redis", cfg!(feature = "redis"), errors, |_errors| {
-            #[cfg(feature = "redis")]
-            rampart_connect::redis::RedisConfig::new(_url.expose()).validate(path, _errors);
-        });
-    }
-    let mut check = RedisCheck::new("");
-    if let Some(command) = &raw.command {
-        if command.first().is_none_or(|c| c.trim().is_empty()) {
-            errors.push(
-                format!("{path}.command"),
-                "must name a command, like [\"PING\"] or [\"GET\", \"key\"]",
-            );
-        }
-        check.command = command.clone();
-        check.expect = None;
-    }
-    if raw.expect.is_some() {
-        check.expect = raw.expect.clone();
-    }
-    check.role = expected_role(path, raw.role.as_deref(), errors);
-    check.fresh_connection = raw.fresh_connection;
-    check.url = url?;
-    (errors.problems.len() == before).then_some(check)
-}
-
-fn mqtt(path: &str, raw: &RawMqtt, errors: &mut ConfigError) -> Option<MqttCheck> {
-    let before = errors.problems.len();
-    feature_gated(path, "mqtt", cfg!(feature = "mqtt"), errors, |_| {});
-    address_ok(&format!("{path}.address"), &raw.address, errors);
-    let mut check = MqttCheck::new(raw.address.clone());
-    check.username = raw.username.clone();
-    let source = SecretSource {
-        inline: raw.password.as_deref(),
-        env: raw.password_env.as_deref(),
-        file: raw.password_file.as_deref(),
-    };
-    if source.inline.is_some() || source.env.is_some() || source.file.is_some() {
-        check.password = source.read(path, "password", errors);
-        if check.username.is_none() {
-            errors.push(
-                format!("{path}.username"),
-                "is required with a password (MQTT 3.1.1 sends no password without a user name)",
-            );
-        }
-    }
-    if let Some(topic) = &raw.topic {
-        if topic.is_empty() || topic.contains(['+', '#']) || topic.starts_with('$') {
-            errors.push(
-                format!("{path}.topic"),
-                format!("must be a plain topic without wildcards or a leading `$`, got {topic:?}"),
-            );
-        }
-        check.topic = topic.trim_end_matches('/').to_owned();
-    }
-    (errors.problems.len() == before).then_some(check)
-}
-
-/// Runs `validate` if `feature` is `enabled` in this build, else reports that the kind needs it.
-fn feature_gated(
-    path: &str,
-    feature: &str,
-    enabled: bool,
-    errors: &mut ConfigError,
-    validate: impl FnOnce(&mut ConfigError),
-) {
-    if enabled {
-        validate(errors);
-    } else {
-        errors.push(
-            path,
-            format!("this build has no {feature} probe (rampart-monitor's `{feature}` feature)"),
-        );
-    }
-}
-
-fn expected_role(path: &str, raw: Option<&str>, errors: &mut ConfigError) -> Option<ExpectedRole> {
-    match raw? {
-        "primary" => Some(ExpectedRole::Primary),
-        "replica" => Some(ExpectedRole::Replica),
-        other => {
-            errors.push(
-                format!("{path}.role"),
-                format!("expected \"primary\" or \"replica\", got {other:?}"),
-            );
-            None
-        }
-    }
-}
-
-fn tls(path: &str, raw: &RawTls, errors: &mut ConfigError) -> Option<TlsCheck> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-
-    let before = errors.problems.len();
-    address_ok(&format!("{path}.address"), &raw.address, errors);
-    let mut check = TlsCheck::new(raw.address.clone());
-    if let Some(name) = &raw.server_name {
-        check.server_name = name.clone();
-    }
-    if ServerName::try_from(check.server_name.as_str()).is_err() {
-        errors.push(
-            format!("{path}.server_name"),
-            format!("not a DNS name or IP address: {:?}", check.server_name),
-        );
-    }
-    check.warn_days = raw.warn_days.unwrap_or(check.warn_days);
-    check.min_days = raw.min_days.unwrap_or(check.min_days.min(check.warn_days));
-    if check.min_days > check.warn_days {
-        errors.push(
-            format!("{path}.min_days"),
-            format!(
-                "must not exceed warn_days ({}), got {}",
-                check.warn_days, check.min_days
-            ),
-        );
-    }
-    if let Some(file) = &raw.ca_file {
-        let read: Result<Vec<_>, _> =
-            CertificateDer::pem_file_iter(file).and_then(|certs| certs.collect());
-        match read {
-            Ok(certs) if !certs.is_empty() => check.roots = Some(certs),
-            Ok(_) => errors.push(
-                format!("{path}.ca_file"),
-                format!("{file:?} holds no PEM certificate"),
-            ),
-            Err(e) => errors.push(
-                format!("{path}.ca_file"),
-                format!("cannot read certificates from {file:?}: {e}"),
-            ),
-        }
-    }
-    (errors.problems.len() == before).then_some(check)
-}
-
 fn missing(path: &str, kind: &str, errors: &mut ConfigError) -> Option<CheckConfig> {
     errors.push(
         format!("{path}.{kind}"),
@@ -314,7 +141,7 @@ fn missing(path: &str, kind: &str, errors: &mut ConfigError) -> Option<CheckConf
     None
 }
 
-fn address_ok(path: &str, address: &str, errors: &mut ConfigError) -> bool {
+pub(super) fn address_ok(path: &str, address: &str, errors: &mut ConfigError) -> bool {
     let ok = address
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));

@@ -63,7 +63,9 @@ pub trait Probe: Send + Sync {
     fn probe(&self, timeout: Duration) -> ProbeFuture<'_>;
 }
 
-/// Builds the probe a target's configuration asks for.
+/// Builds the probe a target's configuration asks for. A heartbeat target needs the monitor's
+/// [`HeartbeatTracker`](crate::heartbeat::HeartbeatTracker) (as [`Monitor`](crate::Monitor)
+/// provides); from here alone its probe always fails.
 pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
     match check {
         CheckConfig::Http(h) => Box::new(HttpProbe::new((**h).clone())),
@@ -75,23 +77,26 @@ pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
         CheckConfig::Redis(r) => Box::new(RedisProbe::new(r.clone())),
         #[cfg(feature = "mqtt")]
         CheckConfig::Mqtt(m) => Box::new(MqttProbe::new(m.clone())),
+        CheckConfig::Heartbeat(_) => Box::new(Unsupported(
+            "a heartbeat target is evaluated by a HeartbeatProbe over the monitor's tracker"
+                .to_owned(),
+        )),
         #[allow(unreachable_patterns)] // reachable when a probe's feature is off
-        other => Box::new(Unsupported(other.kind())),
+        other => Box::new(Unsupported(format!(
+            "this build has no {kind} probe (rampart-monitor's `{kind}` feature)",
+            kind = other.kind()
+        ))),
     }
 }
 
-/// A kind this build has no probe for (its cargo feature is off): every probe fails.
-struct Unsupported(&'static str);
+/// A check [`for_check`] cannot probe (its cargo feature is off, or it needs more than its
+/// configuration): every probe fails with this message.
+struct Unsupported(String);
 
 impl Probe for Unsupported {
     fn probe(&self, _timeout: Duration) -> ProbeFuture<'_> {
-        let kind = self.0;
         Box::pin(async move {
-            ProbeResult::failure(
-                FailureKind::Protocol,
-                format!("this build has no {kind} probe (rampart-monitor's `{kind}` feature)"),
-                Duration::ZERO,
-            )
+            ProbeResult::failure(FailureKind::Protocol, self.0.clone(), Duration::ZERO)
         })
     }
 }
@@ -221,6 +226,8 @@ pub enum FailureKind {
     AnswerMismatch,
     /// The server's role (primary or replica) is not the expected one.
     RoleMismatch,
+    /// A heartbeat target's job did not report in on schedule.
+    Missed,
 }
 
 impl FailureKind {
@@ -245,6 +252,7 @@ impl FailureKind {
             FailureKind::QueryFailed => "query_failed",
             FailureKind::AnswerMismatch => "answer_mismatch",
             FailureKind::RoleMismatch => "role_mismatch",
+            FailureKind::Missed => "missed",
         }
     }
 }
