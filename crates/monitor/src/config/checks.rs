@@ -1,6 +1,8 @@
 //! The sections of the kinds beyond HTTP and TCP, validated: `[target.tls]`,
-//! `[target.postgres]`, `[target.redis]`, `[target.mqtt]`, `[target.heartbeat]`.
+//! `[target.postgres]`, `[target.redis]`, `[target.mqtt]`, `[target.heartbeat]`,
+//! `[target.dns]`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -225,4 +227,79 @@ pub(super) fn url_authority(url: &str, fallback: &str, default_port: u16) -> Str
     } else {
         format!("{host_port}:{default_port}")
     }
+}
+
+/// `[target.dns]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DnsCheck {
+    /// The name to look up, fully qualified (a trailing dot is added if missing).
+    pub name: String,
+    /// The record type asked for (default A).
+    pub record: DnsRecordType,
+    /// The name server to ask (UDP), instead of the system's (`/etc/resolv.conf`).
+    pub server: Option<SocketAddr>,
+    /// The answers expected, normalised as the probe writes them (see [`DnsRecordType`]); empty:
+    /// any answer passes.
+    pub expected: Vec<String>,
+    /// How answers are compared with `expected` (default: the same set).
+    pub matching: DnsMatch,
+}
+
+impl DnsCheck {
+    /// A check that `name` has at least one record of type `record`, asking the system's name
+    /// servers.
+    pub fn new(name: &str, record: DnsRecordType) -> Self {
+        let name = if name.ends_with('.') {
+            name.to_owned()
+        } else {
+            format!("{name}.")
+        };
+        DnsCheck {
+            name,
+            record,
+            server: None,
+            expected: Vec::new(),
+            matching: DnsMatch::Exact,
+        }
+    }
+}
+
+/// The record types a DNS probe can ask for, and how their answers are written for comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DnsRecordType {
+    /// An IPv4 address: `192.0.2.1`.
+    A,
+    /// An IPv6 address, in its canonical form: `2001:db8::1`.
+    Aaaa,
+    /// The canonical name, lower-case, without the trailing dot: `web.example.com`.
+    Cname,
+    /// Preference and exchange: `10 mail.example.com`.
+    Mx,
+    /// The record's strings joined together.
+    Txt,
+}
+
+impl DnsRecordType {
+    /// The type as written in the file: `A`, `AAAA`, `CNAME`, `MX`, `TXT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsRecordType::A => "A",
+            DnsRecordType::Aaaa => "AAAA",
+            DnsRecordType::Cname => "CNAME",
+            DnsRecordType::Mx => "MX",
+            DnsRecordType::Txt => "TXT",
+        }
+    }
+}
+
+/// How a DNS probe compares its answers with the expected ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DnsMatch {
+    /// `match = "exact"`: the answers are exactly the expected ones (as sets).
+    Exact,
+    /// `match = "contains"`: every expected answer is among the answers (others may be there).
+    Contains,
 }

@@ -41,7 +41,8 @@ use std::time::Duration;
 
 use self::checks::url_authority;
 pub use self::checks::{
-    ExpectedRole, HeartbeatCheck, HeartbeatSchedule, MqttCheck, PostgresCheck, RedisCheck, TlsCheck,
+    DnsCheck, DnsMatch, DnsRecordType, ExpectedRole, HeartbeatCheck, HeartbeatSchedule, MqttCheck,
+    PostgresCheck, RedisCheck, TlsCheck,
 };
 pub use self::secret::Secret;
 use hyper::{Method, Uri};
@@ -60,6 +61,7 @@ pub const KINDS: &[&str] = &[
     "redis",
     "mqtt",
     "heartbeat",
+    "dns",
 ];
 
 /// A whole monitor configuration, validated.
@@ -151,6 +153,8 @@ pub enum CheckConfig {
     /// `kind = "heartbeat"` with a `[target.heartbeat]` section: no active probe, the target's
     /// job reports in (see [`crate::heartbeat`]).
     Heartbeat(HeartbeatCheck),
+    /// `kind = "dns"` with a `[target.dns]` section.
+    Dns(DnsCheck),
 }
 
 impl CheckConfig {
@@ -164,6 +168,7 @@ impl CheckConfig {
             CheckConfig::Redis(_) => "redis",
             CheckConfig::Mqtt(_) => "mqtt",
             CheckConfig::Heartbeat(_) => "heartbeat",
+            CheckConfig::Dns(_) => "dns",
         }
     }
 
@@ -187,6 +192,7 @@ impl CheckConfig {
             CheckConfig::Mqtt(m) => m.address.clone(),
             // Evaluated in memory: no host to spare.
             CheckConfig::Heartbeat(_) => "heartbeat".to_owned(),
+            CheckConfig::Dns(d) => d.server.map_or_else(|| "dns".to_owned(), |s| s.to_string()),
         }
     }
 }

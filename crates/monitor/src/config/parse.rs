@@ -44,6 +44,7 @@ pub(crate) struct RawTarget {
     pub(crate) redis: Option<RawRedis>,
     pub(crate) mqtt: Option<RawMqtt>,
     pub(crate) heartbeat: Option<RawHeartbeat>,
+    pub(crate) dns: Option<RawDns>,
 }
 
 /// `[target.thresholds]`.
@@ -159,6 +160,19 @@ pub(crate) struct RawHeartbeat {
     pub(crate) cron: Option<String>,
     #[serde(default, with = "serde_duration::option")]
     pub(crate) grace: Option<Duration>,
+}
+
+/// `[target.dns]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub(crate) name: String,
+    pub(crate) record: Option<String>,
+    pub(crate) server: Option<String>,
+    #[serde(default)]
+    pub(crate) expected: Vec<String>,
+    #[serde(rename = "match")]
+    pub(crate) matching: Option<String>,
 }
 
 /// Reads `value` into `T`. Each bad key (unknown, wrong type, bad duration) is reported under

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use rampart_resilience::{ConfigError, format_duration};
 
-use super::parse::{RawHeartbeat, RawMqtt, RawPostgres, RawRedis, RawTls};
+use super::parse::{RawDns, RawHeartbeat, RawMqtt, RawPostgres, RawRedis, RawTls};
 use super::secret::SecretSource;
 use super::validate::{MIN_INTERVAL, address_ok};
 use super::{
-    CheckConfig, ExpectedRole, HeartbeatCheck, HeartbeatSchedule, MqttCheck, PostgresCheck,
-    RedisCheck, TargetConfig, TlsCheck,
+    CheckConfig, DnsCheck, DnsMatch, DnsRecordType, ExpectedRole, HeartbeatCheck,
+    HeartbeatSchedule, MqttCheck, PostgresCheck, RedisCheck, TargetConfig, TlsCheck,
 };
 
 pub(super) fn postgres(
@@ -273,4 +273,104 @@ pub(super) fn tls(path: &str, raw: &RawTls, errors: &mut ConfigError) -> Option<
         }
     }
     (errors.problems.len() == before).then_some(check)
+}
+
+pub(super) fn dns(path: &str, raw: &RawDns, errors: &mut ConfigError) -> Option<DnsCheck> {
+    let before = errors.problems.len();
+    let name = raw.name.trim_end_matches('.');
+    let labels_ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && !l.contains(char::is_whitespace));
+    if !labels_ok {
+        errors.push(
+            format!("{path}.name"),
+            format!("not a DNS name: {:?}", raw.name),
+        );
+    }
+    let record = match raw
+        .record
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None | Some("A") => DnsRecordType::A,
+        Some("AAAA") => DnsRecordType::Aaaa,
+        Some("CNAME") => DnsRecordType::Cname,
+        Some("MX") => DnsRecordType::Mx,
+        Some("TXT") => DnsRecordType::Txt,
+        Some(other) => {
+            errors.push(
+                format!("{path}.record"),
+                format!("expected A, AAAA, CNAME, MX or TXT, got {other:?}"),
+            );
+            DnsRecordType::A
+        }
+    };
+    let mut check = DnsCheck::new(&raw.name, record);
+    if let Some(server) = &raw.server {
+        match server.parse() {
+            Ok(addr) => check.server = Some(addr),
+            Err(_) => errors.push(
+                format!("{path}.server"),
+                format!("expected an \"ip:port\" address, got {server:?}"),
+            ),
+        }
+    }
+    for (i, answer) in raw.expected.iter().enumerate() {
+        match normalise(record, answer) {
+            Some(answer) => check.expected.push(answer),
+            None => errors.push(
+                format!("{path}.expected[{i}]"),
+                format!("not a {} answer: {answer:?}", record.as_str()),
+            ),
+        }
+    }
+    check.matching = match raw.matching.as_deref() {
+        None | Some("exact") => DnsMatch::Exact,
+        Some("contains") => DnsMatch::Contains,
+        Some(other) => {
+            errors.push(
+                format!("{path}.match"),
+                format!("expected \"exact\" or \"contains\", got {other:?}"),
+            );
+            DnsMatch::Exact
+        }
+    };
+    if check.matching == DnsMatch::Contains && check.expected.is_empty() {
+        errors.push(
+            format!("{path}.expected"),
+            "`match = \"contains\"` needs answers",
+        );
+    }
+    (errors.problems.len() == before).then_some(check)
+}
+
+/// An expected answer written the way the probe writes answers of `record`; `None` if it
+/// cannot be one.
+fn normalise(record: DnsRecordType, answer: &str) -> Option<String> {
+    let name = |n: &str| {
+        let n = n.trim().trim_end_matches('.').to_ascii_lowercase();
+        (!n.is_empty() && !n.contains(char::is_whitespace)).then_some(n)
+    };
+    match record {
+        DnsRecordType::A => answer
+            .trim()
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(|a| a.to_string()),
+        DnsRecordType::Aaaa => answer
+            .trim()
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|a| a.to_string()),
+        DnsRecordType::Cname => name(answer),
+        DnsRecordType::Mx => {
+            let (preference, exchange) = answer.trim().split_once(char::is_whitespace)?;
+            let preference: u16 = preference.parse().ok()?;
+            Some(format!("{preference} {}", name(exchange)?))
+        }
+        DnsRecordType::Txt => Some(answer.to_owned()),
+    }
 }

@@ -84,6 +84,7 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         ("redis", raw.redis.is_some()),
         ("mqtt", raw.mqtt.is_some()),
         ("heartbeat", raw.heartbeat.is_some()),
+        ("dns", raw.dns.is_some()),
     ];
     for (other, is_there) in present {
         if is_there && other != kind {
@@ -116,6 +117,10 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         "heartbeat" => match &raw.heartbeat {
             Some(h) => sections::heartbeat(&format!("{path}.heartbeat"), h, errors)
                 .map(CheckConfig::Heartbeat),
+            None => missing(path, kind, errors),
+        },
+        "dns" => match &raw.dns {
+            Some(d) => sections::dns(&format!("{path}.dns"), d, errors).map(CheckConfig::Dns),
             None => missing(path, kind, errors),
         },
         "mqtt" => match &raw.mqtt {

@@ -24,6 +24,7 @@
 //! ```
 
 mod cert;
+mod dns;
 mod http;
 #[cfg(feature = "mqtt")]
 mod mqtt;
@@ -40,6 +41,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use self::dns::DnsProbe;
 pub use self::http::{BODY_CAP, HttpProbe};
 #[cfg(feature = "mqtt")]
 pub use self::mqtt::MqttProbe;
@@ -77,6 +79,7 @@ pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
         CheckConfig::Redis(r) => Box::new(RedisProbe::new(r.clone())),
         #[cfg(feature = "mqtt")]
         CheckConfig::Mqtt(m) => Box::new(MqttProbe::new(m.clone())),
+        CheckConfig::Dns(d) => Box::new(DnsProbe::new(d.clone())),
         CheckConfig::Heartbeat(_) => Box::new(Unsupported(
             "a heartbeat target is evaluated by a HeartbeatProbe over the monitor's tracker"
                 .to_owned(),
@@ -228,6 +231,10 @@ pub enum FailureKind {
     RoleMismatch,
     /// A heartbeat target's job did not report in on schedule.
     Missed,
+    /// The name does not exist (DNS `NXDOMAIN`).
+    NxDomain,
+    /// The name exists but has no record of the type asked for.
+    NoRecords,
 }
 
 impl FailureKind {
@@ -253,6 +260,8 @@ impl FailureKind {
             FailureKind::AnswerMismatch => "answer_mismatch",
             FailureKind::RoleMismatch => "role_mismatch",
             FailureKind::Missed => "missed",
+            FailureKind::NxDomain => "nxdomain",
+            FailureKind::NoRecords => "no_records",
         }
     }
 }
@@ -308,6 +317,9 @@ pub struct Details {
     pub server_version: Option<String>,
     /// The server's role, `primary` or `replica` (database probes).
     pub role: Option<String>,
+    /// The answers of a DNS probe, written as [`DnsRecordType`](crate::config::DnsRecordType)
+    /// says, sorted.
+    pub answers: Vec<String>,
 }
 
 /// A failed step: its kind and a message for people.
