@@ -60,6 +60,13 @@ async fn killed_is_refused_paused_is_a_timeout_and_a_restart_is_picked_up() {
     let kept = PostgresProbe::new(PostgresCheck::new(server.url()));
     assert!(kept.probe(TIMEOUT).await.is_success());
 
+    // The kept connection dies with the server; after a restart the next probe replaces it and
+    // passes: a stale connection is not reported as a failure of the server.
+    server.kill().await.unwrap();
+    server.restart().await.unwrap();
+    let r = kept.probe(TIMEOUT).await;
+    assert!(r.is_success() && !r.details.reused_connection, "{r:?}");
+
     server.pause().unwrap();
     let r = kept.probe(Duration::from_millis(500)).await;
     assert_eq!(r.failure_kind(), Some(FailureKind::Timeout), "{r:?}");

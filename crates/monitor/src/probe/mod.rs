@@ -340,6 +340,35 @@ pub(crate) fn conclude(
     result
 }
 
+/// A failure of kind [`FailureKind::Timeout`]: `what` did not answer in time.
+pub(crate) fn timed_out(what: &str) -> Failure {
+    (
+        FailureKind::Timeout,
+        format!("{what} did not answer within the timeout"),
+    )
+}
+
+/// Records `actual` as the server's role, and fails as [`FailureKind::RoleMismatch`] if it is
+/// not `expected`.
+pub(crate) fn check_role(
+    result: &mut ProbeResult,
+    expected: Option<crate::config::ExpectedRole>,
+    actual: crate::config::ExpectedRole,
+) -> Result<(), Failure> {
+    result.details.role = Some(actual.as_str().to_owned());
+    match expected {
+        Some(expected) if expected != actual => Err((
+            FailureKind::RoleMismatch,
+            format!(
+                "server is a {}, expected a {}",
+                actual.as_str(),
+                expected.as_str()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Resolves `host:port` and connects to the first address that accepts, filling in the DNS and
 /// connect phases. Shared by the TCP and HTTP probes.
 pub(crate) async fn connect(

@@ -9,7 +9,9 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::error::SqlState;
 
-use super::{Failure, FailureKind, Probe, ProbeFuture, ProbeResult, conclude};
+use super::{
+    Failure, FailureKind, Probe, ProbeFuture, ProbeResult, check_role, conclude, timed_out,
+};
 use crate::config::{ExpectedRole, PostgresCheck};
 
 /// The `application_name` of the probe's sessions, so `pg_stat_activity` shows them as such.
@@ -82,13 +84,14 @@ impl PostgresProbe {
 
     async fn run(&self, deadline: Instant, result: &mut ProbeResult) -> Result<(), Failure> {
         let mut conn = self.session(deadline, result).await?;
-        let started = Instant::now();
+        let mut started = Instant::now();
         let mut answer = timeout_at(deadline, conn.simple_query(&self.check.query)).await;
         if result.details.reused_connection && matches!(&answer, Ok(Err(e)) if e.is_closed()) {
             // The kept session died since the last probe (a server restart, an idle timeout):
             // that says nothing about the server now, so try once on a new session.
             result.details.reused_connection = false;
             conn = self.session(deadline, result).await?;
+            started = Instant::now();
             answer = timeout_at(deadline, conn.simple_query(&self.check.query)).await;
         }
         answer.map_err(|_| timed_out("the query"))?.map_err(|e| {
@@ -107,21 +110,10 @@ impl PostgresProbe {
             PgRole::Primary => ExpectedRole::Primary,
             PgRole::Replica => ExpectedRole::Replica,
         };
-        result.details.role = Some(role.as_str().to_owned());
         if !self.check.fresh_connection {
             *self.kept.lock().await = Some(conn);
         }
-        match self.check.role {
-            Some(expected) if expected != role => Err((
-                FailureKind::RoleMismatch,
-                format!(
-                    "server is a {}, expected a {}",
-                    role.as_str(),
-                    expected.as_str()
-                ),
-            )),
-            _ => Ok(()),
-        }
+        check_role(result, self.check.role, role)
     }
 }
 
@@ -134,13 +126,6 @@ impl Probe for PostgresProbe {
             conclude(result, outcome, started)
         })
     }
-}
-
-fn timed_out(what: &str) -> Failure {
-    (
-        FailureKind::Timeout,
-        format!("{what} did not answer within the timeout"),
-    )
 }
 
 /// The failure kind of a failed connect: refused, authentication, or another connect error.

@@ -10,7 +10,9 @@ use rampart_pool::Manager;
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 
-use super::{Failure, FailureKind, Probe, ProbeFuture, ProbeResult, conclude};
+use super::{
+    Failure, FailureKind, Probe, ProbeFuture, ProbeResult, check_role, conclude, timed_out,
+};
 use crate::config::{ExpectedRole, RedisCheck};
 
 /// The `CLIENT SETNAME` of the probe's connections, so `CLIENT LIST` shows them as such.
@@ -97,13 +99,14 @@ impl RedisProbe {
 
     async fn run(&self, deadline: Instant, result: &mut ProbeResult) -> Result<(), Failure> {
         let mut conn = self.connection(deadline, result).await?;
-        let started = Instant::now();
+        let mut started = Instant::now();
         let mut answer = self.command(&mut conn, deadline).await;
         let broken = matches!(&answer, Ok(Err(e)) if rampart_connect::redis::is_fatal(e));
         if result.details.reused_connection && broken {
             // The kept connection died since the last probe: try once on a new one.
             result.details.reused_connection = false;
             conn = self.connection(deadline, result).await?;
+            started = Instant::now();
             answer = self.command(&mut conn, deadline).await;
         }
         let reply = answer
@@ -128,21 +131,10 @@ impl RedisProbe {
             RedisRole::Master => ExpectedRole::Primary,
             RedisRole::Replica => ExpectedRole::Replica,
         };
-        result.details.role = Some(role.as_str().to_owned());
         if !self.check.fresh_connection {
             *self.kept.lock().await = Some(conn);
         }
-        match self.check.role {
-            Some(expected) if expected != role => Err((
-                FailureKind::RoleMismatch,
-                format!(
-                    "server is a {}, expected a {}",
-                    role.as_str(),
-                    expected.as_str()
-                ),
-            )),
-            _ => Ok(()),
-        }
+        check_role(result, self.check.role, role)
     }
 }
 
@@ -155,13 +147,6 @@ impl Probe for RedisProbe {
             conclude(result, outcome, started)
         })
     }
-}
-
-fn timed_out(what: &str) -> Failure {
-    (
-        FailureKind::Timeout,
-        format!("{what} did not answer within the timeout"),
-    )
 }
 
 /// The failure kind of a client error: refused, authentication, else `otherwise` (with `doing`
