@@ -341,6 +341,7 @@ pub(crate) fn conclude(
 }
 
 /// A failure of kind [`FailureKind::Timeout`]: `what` did not answer in time.
+#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
 pub(crate) fn timed_out(what: &str) -> Failure {
     (
         FailureKind::Timeout,
@@ -350,6 +351,7 @@ pub(crate) fn timed_out(what: &str) -> Failure {
 
 /// Records `actual` as the server's role, and fails as [`FailureKind::RoleMismatch`] if it is
 /// not `expected`.
+#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
 pub(crate) fn check_role(
     result: &mut ProbeResult,
     expected: Option<crate::config::ExpectedRole>,
