@@ -139,6 +139,11 @@ async fn a_slow_replica_is_starved_ejected_and_readmitted_once_healed() {
     )
     .await;
 
+    // On a machine short of CPU a scheduling hiccup during the warm-up can already look like an
+    // outlier against sub-millisecond calls (and be readmitted a second later): count from here.
+    let before = balancer.stats().endpoint("slow").unwrap().ejections;
+    let _ = events_for(&mut rx, "slow");
+
     // "slow" turns slow: it is tried at most a few times, then ejected as a latency outlier.
     proxies[SLOW].set(Toxic::Latency {
         latency: TOXIC_LATENCY,
@@ -156,7 +161,7 @@ async fn a_slow_replica_is_starved_ejected_and_readmitted_once_healed() {
     .await;
     let stats = balancer.stats();
     let slow = stats.endpoint("slow").unwrap();
-    assert_eq!(slow.ejections, 1, "{stats:?}");
+    assert_eq!(slow.ejections, before + 1, "{stats:?}");
     assert!(slow.latency.unwrap() >= TOXIC_LATENCY, "{stats:?}");
     assert!(
         slow.readmit_in.unwrap() <= Duration::from_secs(1),
@@ -168,7 +173,6 @@ async fn a_slow_replica_is_starved_ejected_and_readmitted_once_healed() {
             BalanceEvent::Ejected {
                 reason: EjectionReason::LatencyOutlier { ewma, median },
                 duration,
-                level: 1,
                 ..
             },
         ] => {
@@ -224,7 +228,10 @@ async fn a_slow_replica_is_starved_ejected_and_readmitted_once_healed() {
     .await;
     let stats = balancer.stats();
     let slow = stats.endpoint("slow").unwrap();
-    assert_eq!((slow.state, slow.ejections), (EndpointState::Active, 1));
+    assert_eq!(
+        (slow.state, slow.ejections),
+        (EndpointState::Active, before + 1)
+    );
     assert!(slow.latency.unwrap() < TOXIC_LATENCY, "{stats:?}");
     eprintln!("healed-replica scenario took {:?}", started.elapsed());
 }

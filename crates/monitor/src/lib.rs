@@ -52,6 +52,7 @@
 
 pub mod config;
 pub mod health;
+pub mod heartbeat;
 mod monitor;
 pub mod probe;
 pub mod scheduler;

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::config::{MonitorConfig, TargetConfig};
+use crate::config::{CheckConfig, MonitorConfig, TargetConfig};
 use crate::health::{HealthModel, HealthState, StateChange, Summary, TargetHealth};
+use crate::heartbeat::{HeartbeatProbe, HeartbeatTracker, UnknownToken};
 use crate::probe::{self, Probe};
 use crate::scheduler::{Limits, ProbeReport, ScheduledTarget, Scheduler};
 
@@ -48,6 +49,7 @@ pub struct Monitor {
     model: Arc<Mutex<HealthModel>>,
     changes: broadcast::Sender<StateChange>,
     results: broadcast::Sender<ProbeReport>,
+    heartbeats: HeartbeatTracker,
     _scheduler: Scheduler,
     router: JoinHandle<()>,
 }
@@ -60,11 +62,27 @@ impl Drop for Monitor {
 
 impl Monitor {
     /// Starts probing every target of `config` with the probe its kind asks for and the default
-    /// [`Limits`]. Must be called inside a tokio runtime.
+    /// [`Limits`]; heartbeat targets are evaluated against the monitor's own
+    /// [`HeartbeatTracker`]. Must be called inside a tokio runtime.
     pub fn start(config: &MonitorConfig) -> Self {
-        Self::with_probes(config, Limits::default(), |t| {
-            Arc::from(probe::for_check(&t.check))
-        })
+        Self::with_tracker(
+            config,
+            Limits::default(),
+            HeartbeatTracker::from_config(config),
+        )
+    }
+
+    /// Like [`start`](Self::start), with the given limits and heartbeat tracker (one anchored at a
+    /// chosen wall-clock time, say, for tests on paused time). The tracker should hold the
+    /// configuration's heartbeat targets.
+    pub fn with_tracker(config: &MonitorConfig, limits: Limits, tracker: HeartbeatTracker) -> Self {
+        let probes = tracker.clone();
+        let mut monitor = Self::with_probes(config, limits, move |t| match &t.check {
+            CheckConfig::Heartbeat(_) => Arc::new(HeartbeatProbe::new(probes.clone(), &t.name)),
+            check => Arc::from(probe::for_check(check)),
+        });
+        monitor.heartbeats = tracker;
+        monitor
     }
 
     /// Starts probing with probes made by `make_probe` (say, fakes in tests) and the given limits.
@@ -101,9 +119,21 @@ impl Monitor {
             model,
             changes,
             results,
+            heartbeats: HeartbeatTracker::from_config(config),
             _scheduler: scheduler,
             router,
         }
+    }
+
+    /// Records a heartbeat with `token` (what `POST /api/heartbeat/{token}` does) and returns
+    /// the target it belongs to. The token is never logged or shown.
+    pub fn heartbeat(&self, token: &str) -> Result<String, UnknownToken> {
+        self.heartbeats.heartbeat(token)
+    }
+
+    /// The tracker of the heartbeat targets.
+    pub fn heartbeats(&self) -> &HeartbeatTracker {
+        &self.heartbeats
     }
 
     /// Every state change from now on.

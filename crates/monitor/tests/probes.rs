@@ -316,18 +316,26 @@ async fn https_is_verified_and_its_handshake_timed() {
 
     // The same server is not trusted by the built-in roots: a tls failure, after connecting.
     let r = HttpProbe::new(c).probe(TIMEOUT).await;
-    assert_eq!(r.failure_kind(), Some(FailureKind::Tls), "{r:?}");
+    assert_eq!(
+        r.failure_kind(),
+        Some(FailureKind::CertificateUntrusted),
+        "{r:?}"
+    );
     assert!(r.phases.connect.is_some() && r.phases.tls.is_none());
 }
 
 #[tokio::test]
-async fn https_to_a_name_the_certificate_does_not_cover_is_a_tls_failure() {
+async fn https_to_a_name_the_certificate_does_not_cover_is_a_name_mismatch() {
     let (server, cert) = TestServer::start_tls().await;
     let url = format!("https://127.0.0.1:{}/health", server.addr.port());
     let r = HttpProbe::with_root_certificates(check(&url), [cert])
         .probe(TIMEOUT)
         .await;
-    assert_eq!(r.failure_kind(), Some(FailureKind::Tls), "{r:?}");
+    assert_eq!(
+        r.failure_kind(),
+        Some(FailureKind::CertificateNameMismatch),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]

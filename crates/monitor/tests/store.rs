@@ -148,6 +148,7 @@ async fn a_result_keeps_its_failure_message_phases_and_status() {
     phases.dns = Some(Duration::from_micros(11));
     phases.connect = Some(Duration::from_micros(22));
     phases.first_byte = Some(Duration::from_micros(33));
+    phases.query = Some(Duration::from_micros(44));
     probe.phases = phases;
     probe.details.status = Some(503);
     let record = ResultRecord::new("web", t0(), &probe);
@@ -162,6 +163,7 @@ async fn a_result_keeps_its_failure_message_phases_and_status() {
     assert_eq!(back, std::slice::from_ref(&record));
     assert_eq!(back[0].status, Some(503));
     assert_eq!(back[0].phases.tls, None);
+    assert_eq!(back[0].phases.query, Some(Duration::from_micros(44)));
     assert_eq!(back[0].message.as_deref(), Some("got 503"));
 }
 

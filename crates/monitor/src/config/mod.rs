@@ -29,13 +29,22 @@
 //! # Ok::<(), rampart_resilience::ConfigError>(())
 //! ```
 
+mod checks;
 mod parse;
+mod secret;
+mod sections;
 mod validate;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use self::checks::url_authority;
+pub use self::checks::{
+    DnsCheck, DnsMatch, DnsRecordType, ExpectedRole, HeartbeatCheck, HeartbeatSchedule, MqttCheck,
+    PostgresCheck, RedisCheck, TlsCheck,
+};
+pub use self::secret::Secret;
 use hyper::{Method, Uri};
 pub use rampart_resilience::{ConfigError, ConfigProblem};
 use regex::Regex;
@@ -44,7 +53,16 @@ use self::parse::{RawDefaults, read_lenient};
 use self::validate::Node;
 
 /// The kinds of probe this version knows.
-pub const KINDS: &[&str] = &["http", "tcp"];
+pub const KINDS: &[&str] = &[
+    "http",
+    "tcp",
+    "tls",
+    "postgres",
+    "redis",
+    "mqtt",
+    "heartbeat",
+    "dns",
+];
 
 /// A whole monitor configuration, validated.
 #[derive(Debug, Clone)]
@@ -124,6 +142,19 @@ pub enum CheckConfig {
     Http(Box<HttpCheck>),
     /// `kind = "tcp"` with a `[target.tcp]` section.
     Tcp(TcpCheck),
+    /// `kind = "tls"` with a `[target.tls]` section.
+    Tls(TlsCheck),
+    /// `kind = "postgres"` with a `[target.postgres]` section.
+    Postgres(PostgresCheck),
+    /// `kind = "redis"` with a `[target.redis]` section.
+    Redis(RedisCheck),
+    /// `kind = "mqtt"` with a `[target.mqtt]` section.
+    Mqtt(MqttCheck),
+    /// `kind = "heartbeat"` with a `[target.heartbeat]` section: no active probe, the target's
+    /// job reports in (see [`crate::heartbeat`]).
+    Heartbeat(HeartbeatCheck),
+    /// `kind = "dns"` with a `[target.dns]` section.
+    Dns(DnsCheck),
 }
 
 impl CheckConfig {
@@ -132,6 +163,12 @@ impl CheckConfig {
         match self {
             CheckConfig::Http(_) => "http",
             CheckConfig::Tcp(_) => "tcp",
+            CheckConfig::Tls(_) => "tls",
+            CheckConfig::Postgres(_) => "postgres",
+            CheckConfig::Redis(_) => "redis",
+            CheckConfig::Mqtt(_) => "mqtt",
+            CheckConfig::Heartbeat(_) => "heartbeat",
+            CheckConfig::Dns(_) => "dns",
         }
     }
 
@@ -149,6 +186,13 @@ impl CheckConfig {
                 format!("{host}:{port}")
             }
             CheckConfig::Tcp(t) => t.address.clone(),
+            CheckConfig::Tls(t) => t.address.clone(),
+            CheckConfig::Postgres(p) => url_authority(p.url.expose(), "postgres", 5432),
+            CheckConfig::Redis(r) => url_authority(r.url.expose(), "redis", 6379),
+            CheckConfig::Mqtt(m) => m.address.clone(),
+            // Evaluated in memory: no host to spare.
+            CheckConfig::Heartbeat(_) => "heartbeat".to_owned(),
+            CheckConfig::Dns(d) => d.server.map_or_else(|| "dns".to_owned(), |s| s.to_string()),
         }
     }
 }
@@ -306,6 +350,10 @@ impl MonitorConfig {
             nodes.push(Node::of(path, t));
         }
         validate::check_graph(&nodes, &mut errors);
+        sections::unique_tokens(
+            nodes.iter().map(|n| n.path.as_str()).zip(&targets),
+            &mut errors,
+        );
         errors.into_result(MonitorConfig { targets })
     }
 
@@ -358,10 +406,12 @@ impl MonitorConfig {
                 depends_on: raw.depends_on.clone(),
             });
             if let Some(t) = validate::target(&path, raw, &defaults, &mut errors) {
-                targets.push(t);
+                targets.push((path, t));
             }
         }
         validate::check_graph(&nodes, &mut errors);
+        sections::unique_tokens(targets.iter().map(|(p, t)| (p.as_str(), t)), &mut errors);
+        let targets = targets.into_iter().map(|(_, t)| t).collect();
         errors.into_result(MonitorConfig { targets })
     }
 

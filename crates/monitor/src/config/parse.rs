@@ -39,6 +39,12 @@ pub(crate) struct RawTarget {
     pub(crate) thresholds: RawThresholds,
     pub(crate) http: Option<RawHttp>,
     pub(crate) tcp: Option<RawTcp>,
+    pub(crate) tls: Option<RawTls>,
+    pub(crate) postgres: Option<RawPostgres>,
+    pub(crate) redis: Option<RawRedis>,
+    pub(crate) mqtt: Option<RawMqtt>,
+    pub(crate) heartbeat: Option<RawHeartbeat>,
+    pub(crate) dns: Option<RawDns>,
 }
 
 /// `[target.thresholds]`.
@@ -90,6 +96,83 @@ pub(crate) struct RawJsonPointer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTcp {
     pub(crate) address: String,
+}
+
+/// `[target.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) address: String,
+    pub(crate) server_name: Option<String>,
+    pub(crate) warn_days: Option<u32>,
+    pub(crate) min_days: Option<u32>,
+    pub(crate) ca_file: Option<String>,
+}
+
+/// `[target.postgres]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPostgres {
+    pub(crate) url: Option<String>,
+    pub(crate) url_env: Option<String>,
+    pub(crate) url_file: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) role: Option<String>,
+    #[serde(default)]
+    pub(crate) fresh_connection: bool,
+}
+
+/// `[target.redis]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    pub(crate) url: Option<String>,
+    pub(crate) url_env: Option<String>,
+    pub(crate) url_file: Option<String>,
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) expect: Option<String>,
+    pub(crate) role: Option<String>,
+    #[serde(default)]
+    pub(crate) fresh_connection: bool,
+}
+
+/// `[target.mqtt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMqtt {
+    pub(crate) address: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) password_file: Option<String>,
+    pub(crate) topic: Option<String>,
+}
+
+/// `[target.heartbeat]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeartbeat {
+    pub(crate) token: Option<String>,
+    pub(crate) token_env: Option<String>,
+    pub(crate) token_file: Option<String>,
+    #[serde(default, with = "serde_duration::option")]
+    pub(crate) every: Option<Duration>,
+    pub(crate) cron: Option<String>,
+    #[serde(default, with = "serde_duration::option")]
+    pub(crate) grace: Option<Duration>,
+}
+
+/// `[target.dns]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub(crate) name: String,
+    pub(crate) record: Option<String>,
+    pub(crate) server: Option<String>,
+    #[serde(default)]
+    pub(crate) expected: Vec<String>,
+    #[serde(rename = "match")]
+    pub(crate) matching: Option<String>,
 }
 
 /// Reads `value` into `T`. Each bad key (unknown, wrong type, bad duration) is reported under

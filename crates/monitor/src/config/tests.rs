@@ -232,3 +232,110 @@ fn looks_like_tells_monitor_files_from_resilience_files() {
         "[breaker.a]\nfailure_rate = 0.5\n"
     ));
 }
+
+#[test]
+fn tls_sections_are_read_with_defaults_and_every_problem_reported() {
+    let c = MonitorConfig::from_str(
+        "[[target]]\nname = \"a\"\nkind = \"tls\"\n[target.tls]\naddress = \"example.com:443\"\n",
+        None,
+    )
+    .unwrap();
+    let CheckConfig::Tls(t) = &c.targets[0].check else {
+        panic!("{:?}", c.targets[0].check)
+    };
+    assert_eq!(
+        (t.server_name.as_str(), t.warn_days, t.min_days),
+        ("example.com", 30, 7)
+    );
+    assert_eq!(c.targets[0].check.host(), "example.com:443");
+
+    let p = problems(
+        r#"
+        [[target]]
+        name = "a"
+        kind = "tls"
+        [target.tls]
+        address = "example.com"
+        server_name = "not a name"
+        warn_days = 5
+        min_days = 10
+        ca_file = "/nonexistent/ca.pem"
+
+        [[target]]
+        name = "b"
+        kind = "tls"
+        [target.tcp]
+        address = "h:1"
+        "#,
+    );
+    for (path, needle) in [
+        ("target[0].tls.address", "host:port"),
+        ("target[0].tls.server_name", "not a DNS name"),
+        ("target[0].tls.min_days", "must not exceed warn_days (5)"),
+        ("target[0].tls.ca_file", "cannot read"),
+        ("target[1].tcp", "the target's kind is \"tls\""),
+        ("target[1].tls", "section is missing"),
+    ] {
+        assert!(has(&p, path, needle), "{path}: {p:#?}");
+    }
+}
+
+#[test]
+fn postgres_sections_take_the_url_one_way_and_report_every_problem() {
+    let c = MonitorConfig::from_str(
+        "[[target]]\nname = \"db\"\nkind = \"postgres\"\n[target.postgres]\n\
+         url = \"postgres://app:pw@db.internal/app\"\n",
+        None,
+    )
+    .unwrap();
+    let CheckConfig::Postgres(p) = &c.targets[0].check else {
+        panic!("{:?}", c.targets[0].check)
+    };
+    assert_eq!(
+        (p.query.as_str(), p.role, p.fresh_connection),
+        ("SELECT 1", None, false)
+    );
+    assert_eq!(c.targets[0].check.host(), "db.internal:5432");
+    assert!(!format!("{c:?}").contains("pw@"));
+
+    let p = problems(
+        r#"
+        [[target]]
+        name = "a"
+        kind = "postgres"
+        [target.postgres]
+        url = "postgres://h/db"
+        url_env = "PG_URL"
+        role = "leader"
+        query = " "
+
+        [[target]]
+        name = "b"
+        kind = "postgres"
+        [target.postgres]
+        url_env = "RAMPART_MONITOR_TEST_UNSET_VARIABLE"
+
+        [[target]]
+        name = "c"
+        kind = "postgres"
+        [target.postgres]
+        url_file = "/nonexistent/pg-url"
+
+        [[target]]
+        name = "d"
+        kind = "postgres"
+        [target.postgres]
+        query = "SELECT 1"
+        "#,
+    );
+    for (path, needle) in [
+        ("target[0].postgres.url", "only one of"),
+        ("target[0].postgres.role", "\"primary\" or \"replica\""),
+        ("target[0].postgres.query", "must not be empty"),
+        ("target[1].postgres.url_env", "is not set"),
+        ("target[2].postgres.url_file", "cannot read"),
+        ("target[3].postgres.url", "is required"),
+    ] {
+        assert!(has(&p, path, needle), "{path}: {p:#?}");
+    }
+}

@@ -9,6 +9,7 @@ use rampart_resilience::{ConfigError, format_duration};
 use regex::Regex;
 
 use super::parse::{RawDefaults, RawHttp, RawJsonPointer, RawStatus, RawTarget};
+use super::sections;
 use super::{
     CheckConfig, HttpCheck, JsonPointerCheck, KINDS, StatusRange, TargetConfig, TcpCheck,
     Thresholds,
@@ -16,7 +17,7 @@ use super::{
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-const MIN_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Validates one raw target, recording its problems under `path`.
 pub(super) fn target(
@@ -75,7 +76,16 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         );
         return None;
     }
-    let present = [("http", raw.http.is_some()), ("tcp", raw.tcp.is_some())];
+    let present = [
+        ("http", raw.http.is_some()),
+        ("tcp", raw.tcp.is_some()),
+        ("tls", raw.tls.is_some()),
+        ("postgres", raw.postgres.is_some()),
+        ("redis", raw.redis.is_some()),
+        ("mqtt", raw.mqtt.is_some()),
+        ("heartbeat", raw.heartbeat.is_some()),
+        ("dns", raw.dns.is_some()),
+    ];
     for (other, is_there) in present {
         if is_there && other != kind {
             errors.push(
@@ -89,6 +99,32 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
             Some(h) => {
                 http(&format!("{path}.http"), h, errors).map(|h| CheckConfig::Http(Box::new(h)))
             }
+            None => missing(path, kind, errors),
+        },
+        "tls" => match &raw.tls {
+            Some(t) => sections::tls(&format!("{path}.tls"), t, errors).map(CheckConfig::Tls),
+            None => missing(path, kind, errors),
+        },
+        "postgres" => match &raw.postgres {
+            Some(p) => sections::postgres(&format!("{path}.postgres"), p, errors)
+                .map(CheckConfig::Postgres),
+            None => missing(path, kind, errors),
+        },
+        "redis" => match &raw.redis {
+            Some(r) => sections::redis(&format!("{path}.redis"), r, errors).map(CheckConfig::Redis),
+            None => missing(path, kind, errors),
+        },
+        "heartbeat" => match &raw.heartbeat {
+            Some(h) => sections::heartbeat(&format!("{path}.heartbeat"), h, errors)
+                .map(CheckConfig::Heartbeat),
+            None => missing(path, kind, errors),
+        },
+        "dns" => match &raw.dns {
+            Some(d) => sections::dns(&format!("{path}.dns"), d, errors).map(CheckConfig::Dns),
+            None => missing(path, kind, errors),
+        },
+        "mqtt" => match &raw.mqtt {
+            Some(m) => sections::mqtt(&format!("{path}.mqtt"), m, errors).map(CheckConfig::Mqtt),
             None => missing(path, kind, errors),
         },
         _ => match &raw.tcp {
@@ -110,7 +146,7 @@ fn missing(path: &str, kind: &str, errors: &mut ConfigError) -> Option<CheckConf
     None
 }
 
-fn address_ok(path: &str, address: &str, errors: &mut ConfigError) -> bool {
+pub(super) fn address_ok(path: &str, address: &str, errors: &mut ConfigError) -> bool {
     let ok = address
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));

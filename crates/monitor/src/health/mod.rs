@@ -11,7 +11,7 @@
 //! - from unhealthy, a success makes it **recovering**; `successes_to_healthy` consecutive
 //!   successes make it healthy again, and one failure while recovering sends it back to unhealthy;
 //! - otherwise a success makes it **healthy**, or **degraded** if it took longer than
-//!   `degraded_latency`.
+//!   `degraded_latency` or carries a warning (a certificate expiring soon).
 //!
 //! While any target it depends on is unhealthy or unreachable, a target is shown as
 //! **unreachable** (through that parent) instead of failing on its own. Its own state machine
@@ -67,7 +67,8 @@ pub enum HealthState {
     Unknown,
     /// Passing.
     Healthy,
-    /// Passing, but slower than its `degraded_latency`.
+    /// Passing, but slower than its `degraded_latency` or with a warning (see
+    /// [`ProbeResult::warning`](crate::probe::ProbeResult::warning)).
     Degraded,
     /// Was unhealthy; passing again, but not yet `successes_to_healthy` times in a row.
     Recovering,
@@ -261,7 +262,7 @@ impl HealthModel {
         }
         e.recent.push_back(success);
         e.last_latency = Some(result.latency);
-        e.own = next_state(e, success, result.latency);
+        e.own = next_state(e, success, result.latency, result.warning.is_some());
         let failure = match &result.outcome {
             ProbeOutcome::Failure { message, .. } => Some(message.clone()),
             ProbeOutcome::Success => None,
@@ -380,7 +381,7 @@ impl HealthModel {
 }
 
 /// The next own state after one result; updates the run counters.
-fn next_state(e: &mut Entry, success: bool, latency: Duration) -> HealthState {
+fn next_state(e: &mut Entry, success: bool, latency: Duration, warned: bool) -> HealthState {
     let t = e.thresholds;
     if !success {
         e.successes = 0;
@@ -393,7 +394,7 @@ fn next_state(e: &mut Entry, success: bool, latency: Duration) -> HealthState {
     }
     e.failures = 0;
     e.successes = e.successes.saturating_add(1);
-    let slow = t.degraded_latency.is_some_and(|limit| latency > limit);
+    let slow = warned || t.degraded_latency.is_some_and(|limit| latency > limit);
     let passing = if slow {
         HealthState::Degraded
     } else {

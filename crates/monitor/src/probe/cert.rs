@@ -1,7 +1,8 @@
-//! The expiry date of an X.509 certificate, read straight from its DER encoding.
+//! The expiry date, issuer and subject of an X.509 certificate, read straight from its DER
+//! encoding.
 //!
-//! Only the path to `tbsCertificate.validity.notAfter` is walked (RFC 5280, section 4.1), so no
-//! X.509 crate is needed for one date.
+//! Only the path to `tbsCertificate.validity.notAfter` and the two names is walked (RFC 5280,
+//! section 4.1), so no X.509 crate is needed for one date and two names.
 
 use std::time::SystemTime;
 
@@ -21,8 +22,9 @@ pub(crate) fn days_left(der: &[u8], now: SystemTime) -> Option<i64> {
     Some((not_after - now).div_euclid(86_400))
 }
 
-/// `notAfter` as seconds since the Unix epoch.
-pub(crate) fn not_after_unix(der: &[u8]) -> Option<i64> {
+/// The `tbsCertificate` fields from `issuer` on: issuer, validity, subject, ... (each a whole
+/// DER element).
+fn from_issuer(der: &[u8]) -> Option<&[u8]> {
     let (tag, certificate, _) = tlv(der)?;
     if tag != SEQUENCE {
         return None;
@@ -35,10 +37,78 @@ pub(crate) fn not_after_unix(der: &[u8]) -> Option<i64> {
     if rest.first() == Some(&VERSION) {
         rest = tlv(rest)?.2;
     }
-    // serialNumber, signature, issuer
-    for _ in 0..3 {
+    // serialNumber, signature
+    for _ in 0..2 {
         rest = tlv(rest)?.2;
     }
+    Some(rest)
+}
+
+/// The issuer and the subject of a certificate, written like `CN=example.com, O=Example`.
+pub(crate) fn issuer_and_subject(der: &[u8]) -> Option<(String, String)> {
+    let (tag, issuer, rest) = tlv(from_issuer(der)?)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let rest = tlv(rest)?.2; // validity
+    let (tag, subject, _) = tlv(rest)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    Some((name(issuer)?, name(subject)?))
+}
+
+/// An X.501 `Name` (a sequence of sets of type-and-value pairs) as `CN=…, O=…`; types other
+/// than the common ones are shown by their dotted OID.
+fn name(mut rdns: &[u8]) -> Option<String> {
+    let mut parts = Vec::new();
+    while !rdns.is_empty() {
+        let (_, mut set, rest) = tlv(rdns)?;
+        rdns = rest;
+        while !set.is_empty() {
+            let (_, pair, rest) = tlv(set)?;
+            set = rest;
+            let (_, oid, value) = tlv(pair)?;
+            let (_, value, _) = tlv(value)?;
+            let label = match oid {
+                [0x55, 0x04, 0x03] => "CN".to_owned(),
+                [0x55, 0x04, 0x06] => "C".to_owned(),
+                [0x55, 0x04, 0x07] => "L".to_owned(),
+                [0x55, 0x04, 0x08] => "ST".to_owned(),
+                [0x55, 0x04, 0x0a] => "O".to_owned(),
+                [0x55, 0x04, 0x0b] => "OU".to_owned(),
+                other => dotted(other),
+            };
+            parts.push(format!("{label}={}", String::from_utf8_lossy(value)));
+        }
+    }
+    Some(parts.join(", "))
+}
+
+/// A DER object identifier in dotted form.
+fn dotted(oid: &[u8]) -> String {
+    let mut arcs = Vec::new();
+    let mut value: u64 = 0;
+    for &b in oid {
+        value = (value << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if arcs.is_empty() {
+                let first = (value / 40).min(2);
+                arcs.push(first);
+                arcs.push(value - first * 40);
+            } else {
+                arcs.push(value);
+            }
+            value = 0;
+        }
+    }
+    let arcs: Vec<String> = arcs.iter().map(u64::to_string).collect();
+    arcs.join(".")
+}
+
+/// `notAfter` as seconds since the Unix epoch.
+pub(crate) fn not_after_unix(der: &[u8]) -> Option<i64> {
+    let rest = tlv(from_issuer(der)?)?.2;
     let (tag, validity, _) = tlv(rest)?;
     if tag != SEQUENCE {
         return None;
@@ -153,12 +223,34 @@ mod tests {
     }
 
     #[test]
+    fn reads_issuer_and_subject_names() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "probe.test");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Rampart");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let (issuer, subject) = issuer_and_subject(&der).unwrap();
+        assert_eq!(subject, issuer, "self-signed");
+        assert!(subject.contains("CN=probe.test"), "{subject}");
+        assert!(subject.contains("O=Rampart"), "{subject}");
+        assert_eq!(
+            dotted(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
+            "1.2.840.113549"
+        );
+    }
+
+    #[test]
     fn garbage_is_none_not_a_panic() {
         assert_eq!(not_after_unix(&[]), None);
         assert_eq!(not_after_unix(&[0x30, 0x82, 0xff]), None);
         let der = cert_expiring(2030, 1, 1);
         for cut in [1, 10, 100, der.len() / 2] {
             let _ = not_after_unix(&der[..cut]);
+            let _ = issuer_and_subject(&der[..cut]);
         }
     }
 }

@@ -11,18 +11,16 @@ use hyper::header::{HOST, LOCATION};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 
-use super::{FailureKind, Probe, ProbeFuture, ProbeResult, connect};
+use super::{Failure, FailureKind, Probe, ProbeFuture, ProbeResult, conclude, connect, tls};
 use crate::config::HttpCheck;
 
 /// At most this much of a response body is read; checks see the first `BODY_CAP` bytes.
 pub const BODY_CAP: usize = 1 << 20;
-
-type Failure = (FailureKind, String);
 
 /// Probes an `http://` or `https://` URL with hyper's HTTP/1 client (TLS by rustls, verified
 /// against the Mozilla root certificates of `webpki-roots` unless other roots are given). Phases:
@@ -53,9 +51,7 @@ impl Drop for Connection {
 impl HttpProbe {
     /// A probe for `check`; https is verified against the Mozilla roots of `webpki-roots`.
     pub fn new(check: HttpCheck) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        Self::with_roots(check, roots)
+        Self::with_roots(check, tls::mozilla_roots())
     }
 
     /// A probe for `check` whose https connections trust only `roots` (a private CA, say).
@@ -63,23 +59,13 @@ impl HttpProbe {
         check: HttpCheck,
         roots: impl IntoIterator<Item = CertificateDer<'static>>,
     ) -> Self {
-        let mut store = rustls::RootCertStore::empty();
-        for root in roots {
-            // A root rustls cannot read is left out; a server relying on it then fails as `tls`.
-            let _ = store.add(root);
-        }
-        Self::with_roots(check, store)
+        Self::with_roots(check, tls::root_store(roots))
     }
 
     fn with_roots(check: HttpCheck, roots: rustls::RootCertStore) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-            .map_err(|e| format!("cannot set up TLS: {e}"));
         HttpProbe {
             check,
-            tls,
+            tls: tls::client_config(roots),
             kept: Mutex::new(None),
         }
     }
@@ -141,32 +127,7 @@ impl HttpProbe {
         result.details.remote = Some(remote);
         let (sender, driver) = if endpoint.tls {
             let config = self.tls.clone().map_err(|e| (FailureKind::Tls, e))?;
-            let name = ServerName::try_from(endpoint.host.clone()).map_err(|e| {
-                (
-                    FailureKind::Tls,
-                    format!("bad server name {:?}: {e}", endpoint.host),
-                )
-            })?;
-            let started = Instant::now();
-            let tls = timeout_at(
-                deadline,
-                tokio_rustls::TlsConnector::from(config).connect(name, stream),
-            )
-            .await
-            .map_err(|_| timed_out("in the TLS handshake"))?
-            .map_err(|e| {
-                (
-                    FailureKind::Tls,
-                    format!("TLS handshake with {} failed: {e}", endpoint.host),
-                )
-            })?;
-            result.phases.tls = Some(started.elapsed());
-            result.details.certificate_days_left = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| super::cert::days_left(leaf, std::time::SystemTime::now()));
+            let tls = tls::handshake(config, &endpoint.host, stream, deadline, result).await?;
             start_http(tls, deadline).await?
         } else {
             start_http(stream, deadline).await?
@@ -284,16 +245,8 @@ impl Probe for HttpProbe {
         Box::pin(async move {
             let started = Instant::now();
             let mut result = ProbeResult::success(Duration::ZERO);
-            if let Err((kind, message)) = self.run(started + timeout, &mut result).await {
-                let ProbeResult {
-                    phases, details, ..
-                } = result;
-                result = ProbeResult::failure(kind, message, Duration::ZERO);
-                result.phases = phases;
-                result.details = details;
-            }
-            result.latency = started.elapsed();
-            result
+            let outcome = self.run(started + timeout, &mut result).await;
+            conclude(result, outcome, started)
         })
     }
 }

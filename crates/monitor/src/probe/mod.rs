@@ -24,8 +24,16 @@
 //! ```
 
 mod cert;
+mod dns;
 mod http;
+#[cfg(feature = "mqtt")]
+mod mqtt;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 mod tcp;
+mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -33,8 +41,16 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use self::dns::DnsProbe;
 pub use self::http::{BODY_CAP, HttpProbe};
+#[cfg(feature = "mqtt")]
+pub use self::mqtt::MqttProbe;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresProbe;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisProbe;
 pub use self::tcp::TcpProbe;
+pub use self::tls::TlsProbe;
 use crate::config::CheckConfig;
 /// A DER-encoded certificate, for [`HttpProbe::with_root_certificates`].
 pub use rustls::pki_types::CertificateDer;
@@ -49,11 +65,42 @@ pub trait Probe: Send + Sync {
     fn probe(&self, timeout: Duration) -> ProbeFuture<'_>;
 }
 
-/// Builds the probe a target's configuration asks for.
+/// Builds the probe a target's configuration asks for. A heartbeat target needs the monitor's
+/// [`HeartbeatTracker`](crate::heartbeat::HeartbeatTracker) (as [`Monitor`](crate::Monitor)
+/// provides); from here alone its probe always fails.
 pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
     match check {
         CheckConfig::Http(h) => Box::new(HttpProbe::new((**h).clone())),
         CheckConfig::Tcp(t) => Box::new(TcpProbe::new(t.address.clone())),
+        CheckConfig::Tls(t) => Box::new(TlsProbe::new(t.clone())),
+        #[cfg(feature = "postgres")]
+        CheckConfig::Postgres(p) => Box::new(PostgresProbe::new(p.clone())),
+        #[cfg(feature = "redis")]
+        CheckConfig::Redis(r) => Box::new(RedisProbe::new(r.clone())),
+        #[cfg(feature = "mqtt")]
+        CheckConfig::Mqtt(m) => Box::new(MqttProbe::new(m.clone())),
+        CheckConfig::Dns(d) => Box::new(DnsProbe::new(d.clone())),
+        CheckConfig::Heartbeat(_) => Box::new(Unsupported(
+            "a heartbeat target is evaluated by a HeartbeatProbe over the monitor's tracker"
+                .to_owned(),
+        )),
+        #[allow(unreachable_patterns)] // reachable when a probe's feature is off
+        other => Box::new(Unsupported(format!(
+            "this build has no {kind} probe (rampart-monitor's `{kind}` feature)",
+            kind = other.kind()
+        ))),
+    }
+}
+
+/// A check [`for_check`] cannot probe (its cargo feature is off, or it needs more than its
+/// configuration): every probe fails with this message.
+struct Unsupported(String);
+
+impl Probe for Unsupported {
+    fn probe(&self, _timeout: Duration) -> ProbeFuture<'_> {
+        Box::pin(async move {
+            ProbeResult::failure(FailureKind::Protocol, self.0.clone(), Duration::ZERO)
+        })
     }
 }
 
@@ -69,6 +116,9 @@ pub struct ProbeResult {
     pub phases: Phases,
     /// What was observed along the way.
     pub details: Details,
+    /// On a success, why the target should still count as degraded (a certificate that expires
+    /// soon, say); `None` on a plain success and on failures.
+    pub warning: Option<String>,
 }
 
 impl ProbeResult {
@@ -79,6 +129,7 @@ impl ProbeResult {
             latency,
             phases: Phases::default(),
             details: Details::default(),
+            warning: None,
         }
     }
     /// A failure of `kind` that took `latency`.
@@ -91,7 +142,24 @@ impl ProbeResult {
             latency,
             phases: Phases::default(),
             details: Details::default(),
+            warning: None,
         }
+    }
+    /// This result turned into a failure of `kind`, keeping the phases and details gathered.
+    pub(crate) fn into_failure(self, kind: FailureKind, message: impl Into<String>) -> Self {
+        ProbeResult {
+            outcome: ProbeOutcome::Failure {
+                kind,
+                message: message.into(),
+            },
+            warning: None,
+            ..self
+        }
+    }
+    /// The same success, with a warning that makes the target degraded.
+    pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
+        self.warning = Some(warning.into());
+        self
     }
     /// True if the check passed.
     pub fn is_success(&self) -> bool {
@@ -145,6 +213,28 @@ pub enum FailureKind {
     BodyMismatch,
     /// More redirects than the target allows.
     TooManyRedirects,
+    /// The certificate chain does not lead to a trusted root (or is otherwise invalid).
+    CertificateUntrusted,
+    /// The certificate is not valid for the name asked for.
+    CertificateNameMismatch,
+    /// The certificate has expired (or is not valid yet).
+    CertificateExpired,
+    /// The certificate is valid but expires within the target's `min_days`.
+    CertificateExpiring,
+    /// The server refused the credentials (wrong password, unknown user, not authorised).
+    AuthFailed,
+    /// The server answered the query or command with an error.
+    QueryFailed,
+    /// The answer was not the expected one (query result, command reply, DNS records).
+    AnswerMismatch,
+    /// The server's role (primary or replica) is not the expected one.
+    RoleMismatch,
+    /// A heartbeat target's job did not report in on schedule.
+    Missed,
+    /// The name does not exist (DNS `NXDOMAIN`).
+    NxDomain,
+    /// The name exists but has no record of the type asked for.
+    NoRecords,
 }
 
 impl FailureKind {
@@ -161,6 +251,17 @@ impl FailureKind {
             FailureKind::StatusMismatch => "status_mismatch",
             FailureKind::BodyMismatch => "body_mismatch",
             FailureKind::TooManyRedirects => "too_many_redirects",
+            FailureKind::CertificateUntrusted => "certificate_untrusted",
+            FailureKind::CertificateNameMismatch => "certificate_name_mismatch",
+            FailureKind::CertificateExpired => "certificate_expired",
+            FailureKind::CertificateExpiring => "certificate_expiring",
+            FailureKind::AuthFailed => "auth_failed",
+            FailureKind::QueryFailed => "query_failed",
+            FailureKind::AnswerMismatch => "answer_mismatch",
+            FailureKind::RoleMismatch => "role_mismatch",
+            FailureKind::Missed => "missed",
+            FailureKind::NxDomain => "nxdomain",
+            FailureKind::NoRecords => "no_records",
         }
     }
 }
@@ -186,6 +287,8 @@ pub struct Phases {
     pub first_byte: Option<Duration>,
     /// Reading the body.
     pub body: Option<Duration>,
+    /// The query or command itself (database probes), or the round trip (mqtt).
+    pub query: Option<Duration>,
 }
 
 /// What a probe observed.
@@ -204,6 +307,68 @@ pub struct Details {
     pub reused_connection: bool,
     /// Whole days until the server's certificate expires (https on a fresh connection only).
     pub certificate_days_left: Option<i64>,
+    /// Certificates the server sent, its own first (tls probes).
+    pub chain_length: Option<usize>,
+    /// The server certificate's subject, like `CN=example.com, O=Example` (tls probes).
+    pub certificate_subject: Option<String>,
+    /// The server certificate's issuer, written like the subject (tls probes).
+    pub certificate_issuer: Option<String>,
+    /// The server's version as it reports it (database probes).
+    pub server_version: Option<String>,
+    /// The server's role, `primary` or `replica` (database probes).
+    pub role: Option<String>,
+    /// The answers of a DNS probe, written as [`DnsRecordType`](crate::config::DnsRecordType)
+    /// says, sorted.
+    pub answers: Vec<String>,
+}
+
+/// A failed step: its kind and a message for people.
+pub(crate) type Failure = (FailureKind, String);
+
+/// Ends a probe that started at `started`: `result` as gathered, turned into a failure if
+/// `outcome` is one, with the latency measured up to now.
+pub(crate) fn conclude(
+    result: ProbeResult,
+    outcome: Result<(), Failure>,
+    started: tokio::time::Instant,
+) -> ProbeResult {
+    let mut result = match outcome {
+        Ok(()) => result,
+        Err((kind, message)) => result.into_failure(kind, message),
+    };
+    result.latency = started.elapsed();
+    result
+}
+
+/// A failure of kind [`FailureKind::Timeout`]: `what` did not answer in time.
+#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+pub(crate) fn timed_out(what: &str) -> Failure {
+    (
+        FailureKind::Timeout,
+        format!("{what} did not answer within the timeout"),
+    )
+}
+
+/// Records `actual` as the server's role, and fails as [`FailureKind::RoleMismatch`] if it is
+/// not `expected`.
+#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+pub(crate) fn check_role(
+    result: &mut ProbeResult,
+    expected: Option<crate::config::ExpectedRole>,
+    actual: crate::config::ExpectedRole,
+) -> Result<(), Failure> {
+    result.details.role = Some(actual.as_str().to_owned());
+    match expected {
+        Some(expected) if expected != actual => Err((
+            FailureKind::RoleMismatch,
+            format!(
+                "server is a {}, expected a {}",
+                actual.as_str(),
+                expected.as_str()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Resolves `host:port` and connects to the first address that accepts, filling in the DNS and

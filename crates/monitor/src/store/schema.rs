@@ -78,8 +78,13 @@ INSERT INTO target_state (target_id, state, since_ms)
 CREATE INDEX results_at ON results(at_ms);
 ";
 
+/// Version 3: the time of a database probe's query or command, or an MQTT round trip.
+const V3: &str = "
+ALTER TABLE results ADD COLUMN query_us INTEGER;
+";
+
 /// Every migration, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -423,7 +423,7 @@ fn to_ms_len(d: Duration) -> i64 {
 }
 
 const RESULT_SELECT: &str = "SELECT r.at_ms, r.failure_kind, r.message, r.latency_us, r.dns_us, \
-     r.connect_us, r.tls_us, r.first_byte_us, r.body_us, r.status \
+     r.connect_us, r.tls_us, r.first_byte_us, r.body_us, r.status, r.query_us \
      FROM results r JOIN targets t ON t.id = r.target_id";
 
 const INCIDENT_SELECT: &str = "SELECT i.id, t.name, i.opened_ms, i.closed_ms, i.state, i.cause \
@@ -463,6 +463,7 @@ fn result_row(r: &Row<'_>, target: &str) -> rusqlite::Result<(ResultRecord, Opti
         tls: us(6)?,
         first_byte: us(7)?,
         body: us(8)?,
+        query: us(10)?,
     };
     let record = ResultRecord {
         target: target.to_owned(),

@@ -194,8 +194,8 @@ fn insert_result(tx: &Transaction<'_>, target: i64, r: &ResultRecord) -> rusqlit
     let us = |d: Option<std::time::Duration>| d.map(to_us);
     tx.prepare_cached(
         "INSERT INTO results (target_id, at_ms, failure_kind, message, latency_us, dns_us, \
-         connect_us, tls_us, first_byte_us, body_us, status) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         connect_us, tls_us, first_byte_us, body_us, status, query_us) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         target,
@@ -209,6 +209,7 @@ fn insert_result(tx: &Transaction<'_>, target: i64, r: &ResultRecord) -> rusqlit
         us(r.phases.first_byte),
         us(r.phases.body),
         r.status,
+        us(r.phases.query),
     ])?;
     Ok(())
 }

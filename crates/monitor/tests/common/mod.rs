@@ -56,16 +56,27 @@ impl TestServer {
         params.not_after = rcgen::date_time_ymd(2040, 1, 1);
         let signing_key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&signing_key).unwrap().der().clone();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+        (
+            Self::start_tls_with(vec![cert.clone()], &signing_key).await,
+            cert,
+        )
+    }
+
+    /// A server speaking https with the certificate `chain` (its own first) and its `key`.
+    pub async fn start_tls_with(
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: &rcgen::KeyPair,
+    ) -> Self {
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
+            .with_single_cert(chain, key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        (Self::serve(Some(acceptor)).await, cert)
+        Self::serve(Some(acceptor)).await
     }
 
     async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
