@@ -1,0 +1,469 @@
+//! Validation: a [`ScenarioConfig`] checked into a [`Scenario`], every problem listed.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use hyper::Method;
+use hyper::header::HeaderName;
+use rampart_resilience::{ConfigError, parse_duration};
+
+use super::{Model, RequestConfig, RequestSpec, Scenario, ScenarioConfig};
+use crate::profile::Profile;
+use crate::schedule::{Schedule, Stage};
+use crate::template::{DataRows, Template, Vars};
+use crate::threshold::Threshold;
+
+impl ScenarioConfig {
+    /// Checks everything and builds the scenario, or lists every problem. Relative data-file paths
+    /// are taken from `base` (the config file's directory).
+    pub fn build(&self, base: Option<&Path>) -> Result<Scenario, ConfigError> {
+        self.build_after(base, ConfigError::new(None))
+    }
+
+    /// Like [`ScenarioConfig::build`], adding its problems to `errors` found earlier (shape
+    /// problems from reading), so all are reported together.
+    pub fn build_after(
+        &self,
+        base: Option<&Path>,
+        mut errors: ConfigError,
+    ) -> Result<Scenario, ConfigError> {
+        let e = &mut errors;
+        let dur = |key: &str, v: &Option<String>, e: &mut ConfigError| -> Option<Duration> {
+            let s = v.as_ref()?;
+            match parse_duration(s) {
+                Ok(d) => Some(d),
+                Err(err) => {
+                    e.push(key, err.to_string());
+                    None
+                }
+            }
+        };
+        let positive = |key: &str, v: Option<f64>, e: &mut ConfigError| -> Option<f64> {
+            let v = v?;
+            if v.is_finite() && v > 0.0 {
+                Some(v)
+            } else {
+                e.push(key, format!("must be a number above 0, got {v}"));
+                None
+            }
+        };
+
+        // The model.
+        let closed = match self.model.as_deref() {
+            None => self.vus.is_some() || self.think.is_some(),
+            Some("open") => false,
+            Some("closed") => true,
+            Some(other) => {
+                e.push(
+                    "model",
+                    format!("must be \"open\" or \"closed\", got {other:?}"),
+                );
+                self.vus.is_some()
+            }
+        };
+        let rate = positive("rate", self.rate, e);
+        let vus = positive("vus", self.vus, e);
+        if self.vus.is_some_and(|v| v > 100_000.0) {
+            e.push("vus", "must be at most 100000");
+        }
+        if closed && self.rate.is_some() {
+            e.push(
+                "rate",
+                "sets an arrival rate, which the closed model (vus, think) has not; choose one",
+            );
+        }
+        if !closed && self.vus.is_some() {
+            e.push(
+                "vus",
+                "sets virtual users, which the open model has not; choose one",
+            );
+        }
+        let think = dur("think", &self.think, e).unwrap_or_default();
+        if !closed && self.think.is_some() && self.model.is_some() {
+            e.push("think", "only the closed model thinks");
+        }
+        let timeout = dur("timeout", &self.timeout, e).unwrap_or(Duration::from_secs(10));
+        if timeout.is_zero() {
+            e.push("timeout", "must be more than 0s");
+        }
+        let connections = self.connections.unwrap_or(50);
+        if !(1..=10_000).contains(&connections) {
+            e.push(
+                "connections",
+                format!("must be between 1 and 10000, got {connections}"),
+            );
+        }
+        let max_queue = self.max_queue.unwrap_or(100_000);
+        if max_queue == 0 {
+            e.push("max_queue", "must be at least 1");
+        }
+        if !closed && self.connections.is_none() && self.model.as_deref() == Some("closed") {
+            e.push("connections", "only the open model has connections");
+        }
+
+        let schedule = self.schedule(closed, rate, vus, e);
+
+        // Variables and data.
+        let mut fixed = Vars::default();
+        for (name, value) in &self.variables {
+            if Template::parse(&format!("${{{name}}}")).is_err() {
+                e.push(
+                    format!("variables.{name}"),
+                    "a variable name has letters, digits, `_`, `-`, `.`",
+                );
+            }
+            fixed.set(name.clone(), value.clone());
+        }
+        let data = self.data.as_ref().and_then(|file| {
+            let path = match base {
+                Some(b) if Path::new(file).is_relative() => b.join(file),
+                _ => Path::new(file).to_path_buf(),
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|err| e.push("data", format!("{} cannot be read: {err}", path.display())))
+                .ok()?;
+            DataRows::parse(&text)
+                .map_err(|err| e.push("data", format!("{}: {err}", path.display())))
+                .ok()
+        });
+        let mut known: HashSet<String> = data
+            .iter()
+            .flat_map(|d| d.columns().iter().cloned())
+            .collect();
+
+        let requests = self.requests(&fixed, &mut known, e);
+
+        let mut thresholds = Vec::new();
+        for (i, t) in self.thresholds.iter().enumerate() {
+            match t.parse::<Threshold>() {
+                Ok(t) => {
+                    if let Some(r) = &t.request {
+                        if !requests.iter().any(|q| &q.name == r) {
+                            e.push(
+                                format!("thresholds[{i}]"),
+                                format!("names request {r:?}, which the scenario does not have"),
+                            );
+                        }
+                    }
+                    thresholds.push(t);
+                }
+                Err(err) => e.push(format!("thresholds[{i}]"), err),
+            }
+        }
+        let profile = self
+            .profile
+            .as_deref()
+            .and_then(|p| p.parse::<Profile>().ok());
+        let abort_on_fail = self
+            .abort_on_fail
+            .unwrap_or(profile.is_some_and(Profile::aborts_on_fail));
+        let model = if closed {
+            Model::Closed { think }
+        } else {
+            Model::Open {
+                connections: connections as usize,
+                max_queue: max_queue as usize,
+            }
+        };
+        errors.into_result(Scenario {
+            model,
+            schedule: schedule.unwrap_or_else(|| Schedule::new(0.0, Vec::new())),
+            requests,
+            data,
+            thresholds,
+            abort_on_fail,
+            timeout,
+        })
+    }
+
+    fn schedule(
+        &self,
+        closed: bool,
+        rate: Option<f64>,
+        vus: Option<f64>,
+        e: &mut ConfigError,
+    ) -> Option<Schedule> {
+        let peak_key = if closed { "vus" } else { "rate" };
+        let peak = if closed { vus } else { rate };
+        let peak_given = if closed {
+            self.vus.is_some()
+        } else {
+            self.rate.is_some()
+        };
+        let duration = match &self.duration {
+            Some(s) => match parse_duration(s) {
+                Ok(d) if d.is_zero() => {
+                    e.push("duration", "must be more than 0s");
+                    None
+                }
+                Ok(d) => Some(d),
+                Err(err) => {
+                    e.push("duration", err.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        let profile = match self.profile.as_deref().map(str::parse::<Profile>) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(err)) => {
+                e.push("profile", err);
+                None
+            }
+            None => None,
+        };
+        if !self.stages.is_empty() {
+            if self.profile.is_some() {
+                e.push(
+                    "profile",
+                    "a profile makes its own stages; give either stages or a profile",
+                );
+            }
+            if self.duration.is_some() {
+                e.push(
+                    "duration",
+                    "stages set the run's length; leave duration out",
+                );
+            }
+            if peak_given {
+                e.push(
+                    peak_key,
+                    "stages set the target; leave it out or use it without stages",
+                );
+            }
+            let start = self.start.unwrap_or(0.0);
+            if !(start.is_finite() && start >= 0.0) {
+                e.push("start", format!("must be 0 or more, got {start}"));
+            }
+            let mut stages = Vec::new();
+            for (i, s) in self.stages.iter().enumerate() {
+                let d = match &s.duration {
+                    None => {
+                        e.push(format!("stage[{i}].duration"), "is required");
+                        None
+                    }
+                    Some(text) => match parse_duration(text) {
+                        Ok(d) if d.is_zero() => {
+                            e.push(format!("stage[{i}].duration"), "must be more than 0s");
+                            None
+                        }
+                        Ok(d) => Some(d),
+                        Err(err) => {
+                            e.push(format!("stage[{i}].duration"), err.to_string());
+                            None
+                        }
+                    },
+                };
+                let t = match s.target {
+                    None => {
+                        e.push(format!("stage[{i}].target"), "is required");
+                        None
+                    }
+                    Some(t) if !(t.is_finite() && t >= 0.0) => {
+                        e.push(
+                            format!("stage[{i}].target"),
+                            format!("must be 0 or more, got {t}"),
+                        );
+                        None
+                    }
+                    Some(t) => Some(t),
+                };
+                if let (Some(d), Some(t)) = (d, t) {
+                    stages.push(Stage::new(d, t));
+                }
+            }
+            let schedule = Schedule::new(start, stages);
+            if schedule.peak() <= 0.0 && !self.stages.is_empty() {
+                e.push("stage", "every target is 0: nothing would be sent");
+            }
+            return Some(schedule);
+        }
+        if self.start.is_some() {
+            e.push("start", "only applies to stages");
+        }
+        let peak = match (peak, peak_given, profile) {
+            (Some(p), _, _) => p,
+            (None, true, _) => return None, // already reported
+            (None, false, Some(Profile::Smoke)) if closed => 1.0,
+            (None, false, _) => {
+                if closed {
+                    e.push(
+                        "vus",
+                        "is required: how many virtual users (or give [[stage]]s)",
+                    );
+                } else {
+                    e.push("rate", "is required: requests per second (or vus for the closed model, or [[stage]]s)");
+                }
+                return None;
+            }
+        };
+        let duration = match (duration, self.duration.is_some(), profile) {
+            (Some(d), _, _) => d,
+            (None, true, _) => return None,
+            (None, false, Some(p)) => p.default_duration(),
+            (None, false, None) => Duration::from_secs(10),
+        };
+        Some(match profile {
+            Some(p) => p.schedule(duration, peak),
+            None => Schedule::constant(peak, duration),
+        })
+    }
+
+    fn requests(
+        &self,
+        fixed: &Vars,
+        known: &mut HashSet<String>,
+        e: &mut ConfigError,
+    ) -> Vec<RequestSpec> {
+        let mut list: Vec<(String, RequestConfig)> = Vec::new();
+        if let Some(url) = &self.url {
+            if !self.requests.is_empty() {
+                e.push("url", "give either url or [[request]] sections, not both");
+            }
+            let one = RequestConfig {
+                url: Some(url.clone()),
+                method: self.method.clone(),
+                ..RequestConfig::default()
+            };
+            list.push(("url".to_owned(), one));
+        } else if self.method.is_some() {
+            e.push("method", "goes with url; a [[request]] has its own method");
+        }
+        for (i, r) in self.requests.iter().enumerate() {
+            list.push((format!("request[{i}]"), r.clone()));
+        }
+        if list.is_empty() {
+            e.push("request", "no request: give a URL or [[request]] sections");
+        }
+        let mut out = Vec::new();
+        let mut names = HashSet::new();
+        for (path, r) in list {
+            let key = |k: &str| {
+                if path == "url" {
+                    k.to_owned()
+                } else {
+                    format!("{path}.{k}")
+                }
+            };
+            let method = r.method.as_deref().unwrap_or("GET");
+            let method = match Method::from_bytes(method.as_bytes()) {
+                Ok(m) => m,
+                Err(_) => {
+                    e.push(key("method"), format!("{method:?} is not an HTTP method"));
+                    Method::GET
+                }
+            };
+            let template = |k: &str, s: &str, e: &mut ConfigError| -> Option<Template> {
+                match Template::parse(s) {
+                    Ok(t) => {
+                        let t = t.bind(fixed);
+                        for v in t.variables() {
+                            if !known.contains(v) {
+                                e.push(k, format!("uses ${{{v}}}, which is not a variable, a data-file column or extracted by an earlier request"));
+                            }
+                        }
+                        Some(t)
+                    }
+                    Err(err) => {
+                        e.push(k, err);
+                        None
+                    }
+                }
+            };
+            let Some(url_text) = &r.url else {
+                e.push(key("url"), "is required");
+                continue;
+            };
+            let url_key = key("url");
+            let url = template(&url_key, url_text, e);
+            let authority = url.as_ref().and_then(|u| match authority_of(u) {
+                Ok(a) => Some(a),
+                Err(err) => {
+                    e.push(&url_key, err);
+                    None
+                }
+            });
+            let mut headers = Vec::new();
+            for (h, v) in &r.headers {
+                let k = key(&format!("headers.{h}"));
+                match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(name) => {
+                        if let Some(t) = template(&k, v, e) {
+                            headers.push((name, t));
+                        }
+                    }
+                    Err(_) => e.push(k, "is not a valid header name"),
+                }
+            }
+            let body = r.body.as_ref().and_then(|b| template(&key("body"), b, e));
+            let mut extract = Vec::new();
+            for (var, pointer) in &r.extract {
+                if !(pointer.is_empty() || pointer.starts_with('/')) {
+                    e.push(
+                        key(&format!("extract.{var}")),
+                        format!(
+                            "a JSON pointer starts with `/`, like \"/data/id\"; got {pointer:?}"
+                        ),
+                    );
+                }
+                extract.push((var.clone(), pointer.clone()));
+            }
+            // Extracted values are known to the requests after this one.
+            known.extend(extract.iter().map(|(v, _)| v.clone()));
+            let name = r.name.clone().unwrap_or_else(|| {
+                // "GET /path": the URL without scheme and host, which are the same for all.
+                let shown = url.as_ref().map_or(url_text.clone(), ToString::to_string);
+                let path = shown.split_once("://").map_or(shown.as_str(), |(_, rest)| {
+                    rest.find('/').map_or("/", |i| &rest[i..])
+                });
+                format!("{method} {path}")
+            });
+            if !names.insert(name.clone()) {
+                e.push(
+                    key("name"),
+                    format!("{name:?} is used by an earlier request; names must differ"),
+                );
+            }
+            if let (Some(url), Some(authority)) = (url, authority) {
+                out.push(RequestSpec {
+                    name,
+                    method,
+                    authority,
+                    url,
+                    headers,
+                    body,
+                    extract,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// `host:port` of a URL whose scheme and host are fixed.
+fn authority_of(url: &Template) -> Result<String, String> {
+    let prefix = url.literal_prefix();
+    let rest = if let Some(r) = prefix.strip_prefix("http://") {
+        r
+    } else if prefix.starts_with("https://") {
+        return Err("https is not supported yet; use an http:// URL".to_owned());
+    } else {
+        return Err(format!("must start with http://host:port, got {prefix:?}"));
+    };
+    let end = rest.find(['/', '?', '#']);
+    if end.is_none() && !url.is_literal() {
+        return Err(
+            "the host and port must not depend on a data-file or extracted variable".to_owned(),
+        );
+    }
+    let host = &rest[..end.unwrap_or(rest.len())];
+    let uri: hyper::Uri = format!("http://{host}/")
+        .parse()
+        .map_err(|err| format!("host {host:?} is not valid: {err}"))?;
+    let h = uri.host().unwrap_or_default();
+    if h.is_empty() {
+        return Err("has no host".to_owned());
+    }
+    Ok(format!("{h}:{}", uri.port_u16().unwrap_or(80)))
+}
