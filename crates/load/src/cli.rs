@@ -1,8 +1,10 @@
 //! `rampart load`: the command line over [`crate::engine`].
 //!
-//! Exit codes: 0 when every threshold passed, 1 when one failed (whether or not the run was
-//! aborted), 2 for bad input (an invalid scenario, listed in full, or an unreachable target), 3 when
-//! the report could not be written.
+//! Exit codes: 0 when every threshold passed (and no regression against a baseline), 1 when a
+//! threshold failed (whether or not the run was aborted), 2 for bad input (an invalid scenario,
+//! listed in full, an unreachable target, a missing or unreadable baseline), 3 when a report or
+//! baseline could not be written, 4 when thresholds passed but a metric regressed against the
+//! baseline.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rampart_resilience::ConfigError;
 
+use crate::baseline::{self, CompareConfig};
 use crate::config::{RequestConfig, ScenarioConfig};
 use crate::engine::{self, Progress};
 use crate::error::LoadError;
@@ -76,6 +79,25 @@ pub struct LoadArgs {
     /// No live progress and no summary table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Save this run as the named baseline (in `--baseline-dir`).
+    #[arg(long, value_name = "NAME")]
+    pub save_baseline: Option<String>,
+    /// Compare this run with the named baseline; a regression exits with 4.
+    #[arg(long, value_name = "NAME")]
+    pub baseline: Option<String>,
+    /// Where baselines are kept.
+    #[arg(long, value_name = "DIR", default_value = ".rampart/baselines")]
+    pub baseline_dir: PathBuf,
+    /// Significance level of the baseline comparison (default 0.05).
+    #[arg(long, value_name = "P")]
+    pub alpha: Option<String>,
+    /// Smallest relative change of latency or rate that counts as a regression, such as `10%`
+    /// (default 10%).
+    #[arg(long, value_name = "PERCENT")]
+    pub min_effect: Option<String>,
+    /// Write a self-contained HTML report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// Reads a numeric flag. A bad one is reported under its config key and replaced by 1, a valid
@@ -94,7 +116,48 @@ fn number<T: std::str::FromStr>(key: &str, v: &Option<String>, e: &mut ConfigErr
     }
 }
 
+/// A fraction written as `10%` or `0.1`.
+fn fraction(key: &str, v: &Option<String>, default: f64, e: &mut ConfigError) -> f64 {
+    let Some(s) = v else { return default };
+    let parsed = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => s.trim().parse::<f64>(),
+    };
+    match parsed {
+        Ok(v) if v.is_finite() && (0.0..1.0).contains(&v) => v,
+        _ => {
+            e.push(
+                key,
+                format!("{s:?} must be a fraction from 0 to below 1, such as 0.05 or 5%"),
+            );
+            default
+        }
+    }
+}
+
 impl LoadArgs {
+    /// How to compare with a baseline; bad values are added to `e`.
+    pub fn compare_config(&self, e: &mut ConfigError) -> CompareConfig {
+        let d = CompareConfig::default();
+        let alpha = fraction("--alpha", &self.alpha, d.alpha, e);
+        if self.alpha.is_some() && alpha == 0.0 {
+            e.push("--alpha", "must be above 0");
+        }
+        for (key, name) in [
+            ("--save-baseline", &self.save_baseline),
+            ("--baseline", &self.baseline),
+        ] {
+            if let Some(Err(err)) = name.as_deref().map(baseline::check_name) {
+                e.push(key, err.to_string());
+            }
+        }
+        CompareConfig {
+            alpha,
+            min_effect: fraction("--min-effect", &self.min_effect, d.min_effect, e),
+            ..d
+        }
+    }
+
     /// The scenario the flags describe (laid over `--config` if given) and the problems found so
     /// far (in the file's shape and the flags' numbers).
     pub fn scenario_config(&self) -> (ScenarioConfig, ConfigError) {
@@ -175,11 +238,18 @@ pub async fn run_async(args: LoadArgs) -> u8 {
             if !args.quiet {
                 print!("{}", report.table());
             }
-            if report.passed {
-                0
-            } else {
+            let regressed = report.comparison.as_ref().is_some_and(|c| c.regressed);
+            if let Some(c) = report.comparison.as_ref().filter(|_| !args.quiet) {
+                print!("{}", c.table());
+            }
+            if !report.passed {
                 eprintln!("rampart load: a threshold failed");
                 1
+            } else if regressed {
+                eprintln!("rampart load: regression against the baseline");
+                4
+            } else {
+                0
             }
         }
         Err(e) => {
@@ -191,15 +261,20 @@ pub async fn run_async(args: LoadArgs) -> u8 {
 
 /// Validates, checks the targets, runs and writes the JSON report: everything but printing.
 pub async fn execute(args: &LoadArgs) -> Result<Report, LoadError> {
-    let (config, errors) = args.scenario_config();
+    let (config, mut errors) = args.scenario_config();
+    let compare_config = args.compare_config(&mut errors);
     let base = args
         .config
         .as_ref()
         .and_then(|p| p.parent().map(PathBuf::from));
     let scenario = config.build_after(base.as_deref(), errors)?;
+    let before = match &args.baseline {
+        Some(name) => Some(baseline::load(&args.baseline_dir, name)?),
+        None => None,
+    };
     engine::preflight(&scenario, scenario.timeout.min(Duration::from_secs(5))).await?;
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| progress_bar(&scenario));
-    let report = engine::run(scenario, |p| {
+    let mut report = engine::run(scenario, |p| {
         if let Some(bar) = &bar {
             show(bar, p);
         }
@@ -207,6 +282,18 @@ pub async fn execute(args: &LoadArgs) -> Result<Report, LoadError> {
     .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let (Some(before), Some(name)) = (&before, &args.baseline) {
+        report.comparison = Some(baseline::compare(name, before, &report, &compare_config));
+    }
+    if let Some(name) = &args.save_baseline {
+        baseline::save(&args.baseline_dir, name, &report)?;
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, report.to_html()).map_err(|source| LoadError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
     }
     if let Some(path) = &args.json {
         let text = report.to_json();

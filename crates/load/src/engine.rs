@@ -277,6 +277,7 @@ pub async fn run(scenario: Scenario, mut on_progress: impl FnMut(&Progress)) -> 
         total,
         thresholds,
         series: rollup.into_series(),
+        comparison: None,
     }
 }
 

@@ -17,6 +17,9 @@ pub enum LoadError {
         /// What the connection attempt said.
         reason: String,
     },
+    /// A baseline could not be read or saved.
+    #[error(transparent)]
+    Baseline(#[from] crate::baseline::BaselineError),
     /// A report could not be written.
     #[error("cannot write the report to {path}")]
     Write {
@@ -29,8 +32,13 @@ pub enum LoadError {
 }
 
 impl LoadError {
-    /// True for bad input (an invalid scenario or an unreachable target): exit code 2.
+    /// True for bad input (an invalid scenario, an unreachable target, a missing or invalid
+    /// baseline): exit code 2.
     pub fn is_input(&self) -> bool {
-        matches!(self, LoadError::Config(_) | LoadError::Unreachable { .. })
+        match self {
+            LoadError::Config(_) | LoadError::Unreachable { .. } => true,
+            LoadError::Baseline(e) => !matches!(e, crate::baseline::BaselineError::Io { .. }),
+            LoadError::Write { .. } => false,
+        }
     }
 }

@@ -47,10 +47,12 @@
 //!
 //! The guide is `docs/load.md`.
 
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod engine;
 mod error;
+mod html;
 mod http;
 mod judge;
 pub mod profile;

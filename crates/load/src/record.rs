@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rampart_telemetry::histogram::{AtomicHistogram, Interval, default_shards, micros};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -208,7 +208,7 @@ impl Window {
 }
 
 /// One second of the run, all request names together. Latencies in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SecondRow {
     /// Seconds from the start to the end of this row's interval.
     pub t: f64,

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use rampart_telemetry::histogram::Interval;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::record::{SecondRow, Window, ms};
 
 /// Latency percentiles in milliseconds (`None` when nothing was recorded).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Median.
     pub p50: Option<f64>,
@@ -41,7 +41,7 @@ impl Percentiles {
 }
 
 /// One request name's results, or all of them together.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestReport {
     /// The request's name (`"all"` for the total).
     pub name: String,
@@ -83,7 +83,7 @@ impl RequestReport {
 }
 
 /// How one threshold fared.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdReport {
     /// As written (normalised).
     pub threshold: String,
@@ -102,7 +102,7 @@ pub struct ThresholdReport {
 }
 
 /// The report of one run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Version of this layout: 1.
     pub schema: u32,
@@ -126,6 +126,9 @@ pub struct Report {
     pub thresholds: Vec<ThresholdReport>,
     /// One row per second.
     pub series: Vec<SecondRow>,
+    /// The comparison with a baseline, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<crate::baseline::Comparison>,
 }
 
 fn cell(v: Option<f64>) -> String {
@@ -229,6 +232,12 @@ impl Report {
             );
         }
         out
+    }
+
+    /// The report as one self-contained HTML page: tables and inline SVG charts of the series,
+    /// no scripts or external assets.
+    pub fn to_html(&self) -> String {
+        crate::html::render(self)
     }
 
     /// The report as pretty JSON.
