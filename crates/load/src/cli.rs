@@ -235,11 +235,13 @@ pub fn run(args: LoadArgs) -> u8 {
 pub async fn run_async(args: LoadArgs) -> u8 {
     match execute(&args).await {
         Ok(report) => {
-            if !args.quiet {
+            // With `--json -` standard output holds the JSON alone.
+            let table = !args.quiet && args.json.as_deref() != Some(std::path::Path::new("-"));
+            if table {
                 print!("{}", report.table());
             }
             let regressed = report.comparison.as_ref().is_some_and(|c| c.regressed);
-            if let Some(c) = report.comparison.as_ref().filter(|_| !args.quiet) {
+            if let Some(c) = report.comparison.as_ref().filter(|_| table) {
                 print!("{}", c.table());
             }
             if !report.passed {

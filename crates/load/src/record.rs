@@ -375,6 +375,8 @@ mod tests {
             assert_eq!(row.errors, 1 + u64::from(sec == 5));
         }
         assert_eq!(r.ticks(), 5);
+        // Only as many seconds are kept per name as the longest window needs.
+        assert!(r.recent.iter().all(|q| q.len() == 3));
         let total = r.total(None);
         assert_eq!(total.latency.count, 15 + 5);
         assert_eq!(total.dropped, 1);
