@@ -46,6 +46,12 @@ pub struct LoadArgs {
     /// Open model: connections kept alive (default 50).
     #[arg(long, value_name = "N")]
     pub connections: Option<String>,
+    /// Speak HTTP/2 (cleartext, prior knowledge) instead of HTTP/1.1.
+    #[arg(long)]
+    pub http2: bool,
+    /// Open model over HTTP/2: concurrent requests per connection (default 10).
+    #[arg(long, value_name = "N")]
+    pub streams: Option<String>,
     /// Open model: waiting requests beyond which new ones are dropped (default 100000).
     #[arg(long, value_name = "N")]
     pub max_queue: Option<String>,
@@ -167,6 +173,8 @@ impl LoadArgs {
             vus: number("vus", &self.vus, &mut e),
             connections: number("connections", &self.connections, &mut e),
             max_queue: number("max_queue", &self.max_queue, &mut e),
+            streams: number("streams", &self.streams, &mut e),
+            http: self.http2.then(|| "2".to_owned()),
             think: self.think.clone(),
             duration: self.duration.clone(),
             profile: self.profile.clone(),

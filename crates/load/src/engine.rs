@@ -2,8 +2,9 @@
 //! users, the per-second rollup and threshold judging.
 //!
 //! Open model: one scheduler task computes each iteration's intended send time from the
-//! [`Schedule`](crate::schedule::Schedule) and, at that time, puts it on a queue; `connections` workers, each owning one
-//! kept-alive HTTP/1.1 connection per host, take iterations off the queue in order. When every
+//! [`Schedule`](crate::schedule::Schedule) and, at that time, puts it on a queue; workers take
+//! iterations off the queue in order: over HTTP/1.1 `connections` workers, each owning one
+//! kept-alive connection per host; over HTTP/2 `streams` workers per connection, sharing it. When every
 //! connection is busy the iteration waits in the queue and its latency, counted from the intended
 //! time, grows with the wait, as it would for a real user (wrk2's coordinated-omission correction).
 //! Service time is counted from the actual send. When the queue already holds `max_queue`
@@ -26,7 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout
 
 use crate::config::{Model, Scenario};
 use crate::error::LoadError;
-use crate::http::Conns;
+use crate::http::{Conns, H2Group, HttpVersion};
 use crate::judge::Judge;
 use crate::record::{ErrorKind, Recorder, Rollup, SecondRow};
 use crate::report::{Report, RequestReport};
@@ -105,6 +106,7 @@ fn spawn_open(
     shared: &Arc<Shared>,
     start: Instant,
     connections: usize,
+    streams: usize,
     max_queue: usize,
 ) -> Arc<Mutex<mpsc::Receiver<Instant>>> {
     let (tx, rx) = mpsc::channel::<Instant>(max_queue);
@@ -127,17 +129,23 @@ fn spawn_open(
             }
         }
     });
+    // HTTP/1.1: one worker per connection. HTTP/2: `streams` workers share each connection.
+    let h2 = shared.scenario.http == HttpVersion::Http2;
     for _ in 0..connections {
-        let rx = Arc::clone(&rx);
-        let shared = Arc::clone(shared);
-        set.spawn(async move {
-            let (mut conns, mut vars) = (Conns::default(), Vars::default());
-            loop {
-                let job = rx.lock().await.recv().await;
-                let Some(intended) = job else { break };
-                shared.iterate(&mut conns, &mut vars, intended).await;
-            }
-        });
+        let group = h2.then(|| Arc::new(H2Group::default()));
+        for _ in 0..streams.max(1) {
+            let rx = Arc::clone(&rx);
+            let shared = Arc::clone(shared);
+            let group = group.clone();
+            set.spawn(async move {
+                let (mut conns, mut vars) = (Conns::new(group), Vars::default());
+                loop {
+                    let job = rx.lock().await.recv().await;
+                    let Some(intended) = job else { break };
+                    shared.iterate(&mut conns, &mut vars, intended).await;
+                }
+            });
+        }
     }
     rx
 }
@@ -149,8 +157,10 @@ fn spawn_closed(set: &mut JoinSet<()>, shared: &Arc<Shared>, start: Instant, thi
     for user in 0..users {
         let shared = Arc::clone(shared);
         let schedule = schedule.clone();
+        let group =
+            (shared.scenario.http == HttpVersion::Http2).then(|| Arc::new(H2Group::default()));
         set.spawn(async move {
-            let (mut conns, mut vars) = (Conns::default(), Vars::default());
+            let (mut conns, mut vars) = (Conns::new(group), Vars::default());
             loop {
                 let now = Instant::now();
                 if now >= end {
@@ -192,10 +202,18 @@ pub async fn run(scenario: Scenario, mut on_progress: impl FnMut(&Progress)) -> 
     let (open, queue) = match scenario.model {
         Model::Open {
             connections,
+            streams,
             max_queue,
         } => (
             true,
-            Some(spawn_open(&mut set, &shared, start, connections, max_queue)),
+            Some(spawn_open(
+                &mut set,
+                &shared,
+                start,
+                connections,
+                streams,
+                max_queue,
+            )),
         ),
         Model::Closed { think } => {
             spawn_closed(&mut set, &shared, start, think);

@@ -2,7 +2,8 @@
 //!
 //! - Models: open (iterations arrive on a schedule, [`config::Model::Open`]) and closed (virtual
 //!   users with think time), shaped by [`schedule::Stage`]s or a named [`profile::Profile`].
-//! - Targets: HTTP/1.1 over kept-alive connections (hyper).
+//! - Targets: HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) over kept-alive connections
+//!   (hyper).
 //! - Scenarios from flags or TOML ([`config::ScenarioConfig`]), with variables, CSV data files
 //!   and values extracted from JSON responses for later requests ([`template`]).
 //! - Recording without per-request storage ([`record`]): per request name, latency from the
@@ -63,6 +64,7 @@ pub mod template;
 pub mod threshold;
 
 pub use error::LoadError;
+pub use http::HttpVersion;
 
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/load.md")]

@@ -8,7 +8,7 @@ use hyper::Method;
 use hyper::header::HeaderName;
 use rampart_resilience::{ConfigError, parse_duration};
 
-use super::{Model, RequestConfig, RequestSpec, Scenario, ScenarioConfig};
+use super::{HttpVersion, Model, RequestConfig, RequestSpec, Scenario, ScenarioConfig};
 use crate::profile::Profile;
 use crate::schedule::{Schedule, Stage};
 use crate::template::{DataRows, Template, Vars};
@@ -94,6 +94,36 @@ impl ScenarioConfig {
                 format!("must be between 1 and 10000, got {connections}"),
             );
         }
+        let http = match self.http.as_deref() {
+            None | Some("1.1") | Some("1") => HttpVersion::Http1,
+            Some("2") => HttpVersion::Http2,
+            Some(other) => {
+                e.push("http", format!("must be \"1.1\" or \"2\", got {other:?}"));
+                HttpVersion::Http1
+            }
+        };
+        let streams = match (self.streams, http) {
+            (None, HttpVersion::Http2) => 10,
+            (None, _) => 1,
+            (Some(n), HttpVersion::Http2) if (1..=1000).contains(&n) => n,
+            (Some(n), HttpVersion::Http2) => {
+                e.push("streams", format!("must be between 1 and 1000, got {n}"));
+                1
+            }
+            (Some(_), _) => {
+                e.push(
+                    "streams",
+                    "only HTTP/2 multiplexes requests: set http = \"2\"",
+                );
+                1
+            }
+        };
+        if closed && self.streams.is_some() {
+            e.push(
+                "streams",
+                "only the open model shares connections among requests",
+            );
+        }
         let max_queue = self.max_queue.unwrap_or(100_000);
         if max_queue == 0 {
             e.push("max_queue", "must be at least 1");
@@ -163,11 +193,13 @@ impl ScenarioConfig {
         } else {
             Model::Open {
                 connections: connections as usize,
+                streams: streams as usize,
                 max_queue: max_queue as usize,
             }
         };
         errors.into_result(Scenario {
             model,
+            http,
             schedule: schedule.unwrap_or_else(|| Schedule::new(0.0, Vec::new())),
             requests,
             data,

@@ -42,6 +42,7 @@ use hyper::header::HeaderName;
 use rampart_resilience::ConfigError;
 use serde::Deserialize;
 
+pub use crate::http::HttpVersion;
 use crate::schedule::Schedule;
 use crate::template::{DataRows, Template};
 use crate::threshold::Threshold;
@@ -104,8 +105,12 @@ pub struct ScenarioConfig {
     pub profile: Option<String>,
     /// The target before the first `[[stage]]`. Default 0.
     pub start: Option<f64>,
-    /// Open model: connections (each one request at a time, kept alive). Default 50.
+    /// Open model: connections kept alive. Default 50.
     pub connections: Option<u64>,
+    /// `"1.1"` or `"2"` (HTTP/2 over cleartext with prior knowledge). Default `"1.1"`.
+    pub http: Option<String>,
+    /// Open model over HTTP/2: concurrent requests (streams) per connection. Default 10.
+    pub streams: Option<u64>,
     /// Open model: requests waiting for a free connection beyond which new ones are dropped.
     /// Default 100000.
     pub max_queue: Option<u64>,
@@ -141,6 +146,8 @@ pub enum Model {
     Open {
         /// Connections.
         connections: usize,
+        /// Concurrent requests per connection (1 for HTTP/1.1).
+        streams: usize,
         /// Waiting iterations beyond which new ones are dropped.
         max_queue: usize,
     },
@@ -175,6 +182,8 @@ pub struct RequestSpec {
 pub struct Scenario {
     /// Open or closed.
     pub model: Model,
+    /// The HTTP version.
+    pub http: HttpVersion,
     /// Rate (open) or virtual users (closed) over time.
     pub schedule: Schedule,
     /// The requests of one iteration, in order.
@@ -258,6 +267,8 @@ impl ScenarioConfig {
         }
         take!(
             model,
+            http,
+            streams,
             rate,
             vus,
             think,

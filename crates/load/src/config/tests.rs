@@ -133,3 +133,21 @@ fn overlay_lets_flags_win() {
     assert_eq!(c.thresholds.len(), 2);
     assert_eq!(c.url.as_deref(), Some("http://a:1/"));
 }
+
+#[test]
+fn http_version_and_streams_are_checked() {
+    let s = build("url = \"http://127.0.0.1/\"\nrate = 1\nhttp = \"2\"\n").unwrap();
+    assert_eq!(s.http, HttpVersion::Http2);
+    assert!(matches!(s.model, Model::Open { streams: 10, .. }));
+    let e = build("url = \"http://127.0.0.1/\"\nrate = 1\nhttp = \"3\"\nstreams = 4\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("http: must be") && e.contains("streams: only HTTP/2"),
+        "{e}"
+    );
+    let e = build("url = \"http://127.0.0.1/\"\nrate = 1\nhttp = \"2\"\nstreams = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("streams: must be between 1 and 1000"), "{e}");
+}

@@ -12,13 +12,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// What one request looked like.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub version: String,
     pub method: String,
     pub uri: String,
     pub authorization: Option<String>,
@@ -56,6 +57,7 @@ async fn handle(
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let version = format!("{:?}", req.version());
     let method = req.method().to_string();
     let uri = req.uri().to_string();
     let path = req.uri().path().to_owned();
@@ -88,6 +90,7 @@ async fn handle(
         _ => (StatusCode::OK, "ok".to_owned()),
     };
     state.seen.lock().unwrap().push(Seen {
+        version,
         method,
         uri,
         authorization,
@@ -100,8 +103,17 @@ async fn handle(
         .unwrap())
 }
 
-/// Starts a server on a free port of 127.0.0.1.
+/// Starts an HTTP/1.1 server on a free port of 127.0.0.1.
 pub async fn start() -> Server {
+    serve(false).await
+}
+
+/// Starts an HTTP/2 (cleartext, prior knowledge) server on a free port of 127.0.0.1.
+pub async fn start_h2() -> Server {
+    serve(true).await
+}
+
+async fn serve(h2: bool) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::new(State::default());
@@ -118,9 +130,16 @@ pub async fn start() -> Server {
             let st = Arc::clone(&st);
             conns.spawn(async move {
                 let svc = service_fn(move |req| handle(Arc::clone(&st), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let io = TokioIo::new(stream);
+                let _ = if h2 {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                } else {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                };
             });
         }
     });
