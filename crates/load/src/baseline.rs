@@ -1,5 +1,5 @@
 //! Baselines: save a run's report under a name; compare a later run with it, metric by metric,
-//! with Welch's t-test on the per-second samples.
+//! with Welch's t-test (or the Mann–Whitney U test) on the per-second samples.
 //!
 //! The samples are the time series' full seconds (the last, shorter row is left out): per-second
 //! p50 and p99 latency, error rate, and completed requests per second. A metric has *regressed*
@@ -146,6 +146,97 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<f64> {
     Some((2.0 * student_t_sf(t.abs(), df)).min(1.0))
 }
 
+/// The complementary error function, `erfc(x)`, to about 1.2e-7 relative (the Chebyshev fit of
+/// Numerical Recipes, 2nd ed., section 6.2).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// The two-sided p-value of the Mann–Whitney U test that `a` and `b` come from the same
+/// distribution, by the normal approximation with tie and continuity corrections; `None` with
+/// fewer than two samples on either side. It needs no assumption of normality, which suits
+/// percentiles, but with a handful of seconds a side it cannot reach small p-values.
+pub fn mann_whitney(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
+    let mut all: Vec<(f64, bool)> = a
+        .iter()
+        .map(|&v| (v, true))
+        .chain(b.iter().map(|&v| (v, false)))
+        .collect();
+    all.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let n = all.len() as f64;
+    let (mut rank_a, mut ties, mut i) = (0.0, 0.0, 0);
+    while i < all.len() {
+        let mut j = i;
+        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        // Ranks i+1 ..= j+1 share their mean.
+        let rank = (i + j + 2) as f64 / 2.0;
+        let t = (j - i + 1) as f64;
+        ties += t * t * t - t;
+        rank_a += rank * all[i..=j].iter().filter(|x| x.1).count() as f64;
+        i = j + 1;
+    }
+    let (n1, n2) = (a.len() as f64, b.len() as f64);
+    let u = rank_a - n1 * (n1 + 1.0) / 2.0;
+    let mean = n1 * n2 / 2.0;
+    let var = n1 * n2 / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)));
+    if var <= 0.0 {
+        return Some(if u == mean { 1.0 } else { 0.0 });
+    }
+    let z = ((u - mean).abs() - 0.5).max(0.0) / var.sqrt();
+    Some(erfc(z / std::f64::consts::SQRT_2).min(1.0))
+}
+
+/// Which test compares the per-second samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Test {
+    /// Welch's t-test on the means (unequal variances).
+    #[default]
+    Welch,
+    /// The Mann–Whitney U rank test.
+    MannWhitney,
+}
+
+impl Test {
+    /// The p-value of this test for `a` against `b`.
+    pub fn p_value(self, a: &[f64], b: &[f64]) -> Option<f64> {
+        match self {
+            Test::Welch => welch(a, b),
+            Test::MannWhitney => mann_whitney(a, b),
+        }
+    }
+}
+
+impl std::str::FromStr for Test {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "welch" => Ok(Test::Welch),
+            "mann-whitney" => Ok(Test::MannWhitney),
+            _ => Err(format!(
+                "unknown test {s:?}; expected welch or mann-whitney"
+            )),
+        }
+    }
+}
+
 /// What a comparison found for one metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,6 +261,8 @@ pub struct CompareConfig {
     pub min_effect: f64,
     /// Smallest absolute change of the error rate that counts. Default 0.01 (1 point).
     pub min_error_effect: f64,
+    /// The test. Default Welch's t-test.
+    pub test: Test,
 }
 
 impl Default for CompareConfig {
@@ -178,6 +271,7 @@ impl Default for CompareConfig {
             alpha: 0.05,
             min_effect: 0.1,
             min_error_effect: 0.01,
+            test: Test::Welch,
         }
     }
 }
@@ -234,6 +328,9 @@ pub struct MetricComparison {
 pub struct Comparison {
     /// The baseline's name.
     pub baseline: String,
+    /// The test used.
+    #[serde(default)]
+    pub test: Test,
     /// Each metric.
     pub metrics: Vec<MetricComparison>,
     /// True if any metric regressed.
@@ -274,7 +371,7 @@ pub fn compare(
             let (a, b) = (samples(baseline, metric), samples(current, metric));
             let (ma, mb) = (mean(&a), mean(&b));
             let absolute = metric == "error_rate";
-            let p = welch(&a, &b);
+            let p = config.test.p_value(&a, &b);
             let change = match (ma, mb) {
                 (Some(x), Some(y)) if absolute => Some(y - x),
                 (Some(x), Some(y)) if x != 0.0 => Some((y - x) / x),
@@ -296,6 +393,7 @@ pub fn compare(
         .collect();
     Comparison {
         baseline: name.to_owned(),
+        test: config.test,
         regressed: metrics.iter().any(|m| m.verdict == Verdict::Regression),
         metrics,
     }
@@ -304,7 +402,10 @@ pub fn compare(
 impl Comparison {
     /// The comparison as lines for a terminal.
     pub fn table(&self) -> String {
-        let mut out = format!("compared with baseline {:?}:\n", self.baseline);
+        let mut out = format!(
+            "compared with baseline {:?} ({:?} test):\n",
+            self.baseline, self.test
+        );
         let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
         for m in &self.metrics {
             let change = match (m.change, m.metric.as_str()) {
@@ -386,6 +487,27 @@ mod tests {
     }
 
     #[test]
+    fn mann_whitney_matches_known_values() {
+        // scipy.stats.mannwhitneyu([1..5], [6..10], method="asymptotic"): p = 0.01219.
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let b = [6.0, 7.0, 8.0, 9.0, 10.0];
+        let p = mann_whitney(&a, &b).unwrap();
+        assert!((p - 0.01219).abs() < 1e-4, "{p}");
+        assert_eq!(mann_whitney(&b, &a), Some(p), "symmetric");
+        // Interleaved: no evidence of a difference.
+        let p = mann_whitney(&[1.0, 3.0, 5.0, 7.0], &[2.0, 4.0, 6.0, 8.0]).unwrap();
+        assert!(p > 0.5, "{p}");
+        // Ties across both samples are ranked by their mean.
+        let p = mann_whitney(&[1.0, 1.0, 2.0], &[1.0, 2.0, 2.0]).unwrap();
+        assert!(p > 0.3 && p <= 1.0, "{p}");
+        assert_eq!(mann_whitney(&[1.0, 1.0], &[1.0, 1.0]), Some(1.0));
+        assert!((erfc(0.0) - 1.0).abs() < 1e-7 && (erfc(1.0) - 0.157_299_21).abs() < 1e-7);
+        assert!((erfc(-1.0) - 1.842_700_79).abs() < 1e-7);
+        assert_eq!("mann-whitney".parse::<Test>(), Ok(Test::MannWhitney));
+        assert!("t".parse::<Test>().is_err());
+    }
+
+    #[test]
     fn regressions_need_significance_and_size() {
         let noise = [10.0, 10.4, 9.7, 10.1, 9.9, 10.3, 9.8, 10.2, 10.0, 9.6];
         let base = report(&noise, 0);
@@ -414,6 +536,15 @@ mod tests {
             "errors 0 % -> 5 %"
         );
         assert!((c.metrics[2].change.unwrap() - 0.05).abs() < 1e-12);
+        let rank = CompareConfig {
+            test: Test::MannWhitney,
+            ..cfg
+        };
+        let c = compare("b", &base, &report(&slower, 0), &rank);
+        assert_eq!(
+            (c.test, c.metrics[0].verdict),
+            (Test::MannWhitney, Verdict::Regression)
+        );
         let short = report(&[10.0], 0);
         assert_eq!(
             compare("b", &short, &base, &cfg).metrics[0].verdict,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rampart_resilience::ConfigError;
 
-use crate::baseline::{self, CompareConfig};
+use crate::baseline::{self, CompareConfig, Test};
 use crate::config::{RequestConfig, ScenarioConfig};
 use crate::engine::{self, Progress};
 use crate::error::LoadError;
@@ -101,6 +101,10 @@ pub struct LoadArgs {
     /// (default 10%).
     #[arg(long, value_name = "PERCENT")]
     pub min_effect: Option<String>,
+    /// The test comparing per-second samples with the baseline: welch or mann-whitney (default
+    /// welch).
+    #[arg(long, value_name = "TEST")]
+    pub test: Option<String>,
     /// Write a self-contained HTML report to this file.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
@@ -157,8 +161,17 @@ impl LoadArgs {
                 e.push(key, err.to_string());
             }
         }
+        let test = match self.test.as_deref().map(str::parse::<Test>) {
+            None => d.test,
+            Some(Ok(t)) => t,
+            Some(Err(err)) => {
+                e.push("--test", err);
+                d.test
+            }
+        };
         CompareConfig {
             alpha,
+            test,
             min_effect: fraction("--min-effect", &self.min_effect, d.min_effect, e),
             ..d
         }

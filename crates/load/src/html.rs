@@ -174,8 +174,9 @@ pub(crate) fn render(r: &Report) -> String {
     if let Some(c) = &r.comparison {
         let _ = write!(
             out,
-            "<h2>Compared with baseline {}</h2><table><tr><th>metric</th><th>baseline</th><th>this run</th><th>change</th><th>p-value</th><th>verdict</th></tr>",
-            esc(&c.baseline)
+            "<h2>Compared with baseline {} ({:?} test)</h2><table><tr><th>metric</th><th>baseline</th><th>this run</th><th>change</th><th>p-value</th><th>verdict</th></tr>",
+            esc(&c.baseline),
+            c.test
         );
         for m in &c.metrics {
             let verdict = format!("{:?}", m.verdict);

@@ -100,12 +100,13 @@ async fn a_missing_baseline_is_bad_input_before_the_run() {
         "2",
         "--save-baseline",
         "../x",
+        "--test",
+        "t",
     ];
     let err = execute(&common::args(&argv)).await.unwrap_err().to_string();
-    assert!(
-        err.contains("--alpha") && err.contains("--save-baseline"),
-        "{err}"
-    );
+    for key in ["--alpha", "--save-baseline", "--test"] {
+        assert!(err.contains(key), "{key} in {err}");
+    }
     let argv = [
         "http://127.0.0.1:1/",
         "--rate",
