@@ -166,7 +166,7 @@ fn erfc(x: f64) -> f64 {
 /// The two-sided p-value of the Mann–Whitney U test that `a` and `b` come from the same
 /// distribution, by the normal approximation with tie and continuity corrections; `None` with
 /// fewer than two samples on either side. It needs no assumption of normality, which suits
-/// percentiles, but with a handful of seconds a side it cannot reach small p-values.
+/// percentiles, but with fewer than four samples a side it cannot reach p < 0.05.
 pub fn mann_whitney(a: &[f64], b: &[f64]) -> Option<f64> {
     if a.len() < 2 || b.len() < 2 {
         return None;
