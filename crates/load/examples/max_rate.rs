@@ -4,7 +4,8 @@
 //! cargo run --release -p rampart-load --example max_rate -- 5000 10000 20000 40000
 //! ```
 //!
-//! For each rate (requests per second) it runs the open model for 3 s over 50 connections
+//! For each rate (requests per second) it runs the open model for 3 s (or `$DURATION`, such as
+//! `30s`) over 50 connections
 //! against a hyper server in the same process and prints what was achieved: requests completed,
 //! dropped, and the corrected and service-time percentiles. The rate at which the corrected p99
 //! parts from the service-time p99, or requests are dropped, is where the generator (or the server
@@ -32,6 +33,7 @@ async fn main() {
     } else {
         rates
     };
+    let duration = std::env::var("DURATION").unwrap_or_else(|_| "3s".to_owned());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -54,7 +56,7 @@ async fn main() {
     );
     for rate in rates {
         let toml = format!(
-            "url = \"http://{addr}/\"\nrate = {rate}\nduration = \"3s\"\nconnections = 50\n"
+            "url = \"http://{addr}/\"\nrate = {rate}\nduration = \"{duration}\"\nconnections = 50\n"
         );
         let scenario = ScenarioConfig::scenario_from_toml(&toml, None, None).unwrap();
         let r = rampart_load::engine::run(scenario, |_| {}).await;
