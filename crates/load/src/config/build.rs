@@ -29,16 +29,6 @@ impl ScenarioConfig {
         mut errors: ConfigError,
     ) -> Result<Scenario, ConfigError> {
         let e = &mut errors;
-        let dur = |key: &str, v: &Option<String>, e: &mut ConfigError| -> Option<Duration> {
-            let s = v.as_ref()?;
-            match parse_duration(s) {
-                Ok(d) => Some(d),
-                Err(err) => {
-                    e.push(key, err.to_string());
-                    None
-                }
-            }
-        };
         let positive = |key: &str, v: Option<f64>, e: &mut ConfigError| -> Option<f64> {
             let v = v?;
             if v.is_finite() && v > 0.0 {
@@ -79,14 +69,12 @@ impl ScenarioConfig {
                 "sets virtual users, which the open model has not; choose one",
             );
         }
-        let think = dur("think", &self.think, e).unwrap_or_default();
+        let think = duration("think", self.think.as_deref(), false, e).unwrap_or_default();
         if !closed && self.think.is_some() && self.model.is_some() {
             e.push("think", "only the closed model thinks");
         }
-        let timeout = dur("timeout", &self.timeout, e).unwrap_or(Duration::from_secs(10));
-        if timeout.is_zero() {
-            e.push("timeout", "must be more than 0s");
-        }
+        let timeout = duration("timeout", self.timeout.as_deref(), true, e)
+            .unwrap_or(Duration::from_secs(10));
         let connections = self.connections.unwrap_or(50);
         if !(1..=10_000).contains(&connections) {
             e.push(
@@ -223,20 +211,7 @@ impl ScenarioConfig {
         } else {
             self.rate.is_some()
         };
-        let duration = match &self.duration {
-            Some(s) => match parse_duration(s) {
-                Ok(d) if d.is_zero() => {
-                    e.push("duration", "must be more than 0s");
-                    None
-                }
-                Ok(d) => Some(d),
-                Err(err) => {
-                    e.push("duration", err.to_string());
-                    None
-                }
-            },
-            None => None,
-        };
+        let run_length = duration("duration", self.duration.as_deref(), true, e);
         let profile = match self.profile.as_deref().map(str::parse::<Profile>) {
             Some(Ok(p)) => Some(p),
             Some(Err(err)) => {
@@ -270,23 +245,11 @@ impl ScenarioConfig {
             }
             let mut stages = Vec::new();
             for (i, s) in self.stages.iter().enumerate() {
-                let d = match &s.duration {
-                    None => {
-                        e.push(format!("stage[{i}].duration"), "is required");
-                        None
-                    }
-                    Some(text) => match parse_duration(text) {
-                        Ok(d) if d.is_zero() => {
-                            e.push(format!("stage[{i}].duration"), "must be more than 0s");
-                            None
-                        }
-                        Ok(d) => Some(d),
-                        Err(err) => {
-                            e.push(format!("stage[{i}].duration"), err.to_string());
-                            None
-                        }
-                    },
-                };
+                let key = format!("stage[{i}].duration");
+                if s.duration.is_none() {
+                    e.push(&key, "is required");
+                }
+                let d = duration(&key, s.duration.as_deref(), true, e);
                 let t = match s.target {
                     None => {
                         e.push(format!("stage[{i}].target"), "is required");
@@ -330,7 +293,7 @@ impl ScenarioConfig {
                 return None;
             }
         };
-        let duration = match (duration, self.duration.is_some(), profile) {
+        let duration = match (run_length, self.duration.is_some(), profile) {
             (Some(d), _, _) => d,
             (None, true, _) => return None,
             (None, false, Some(p)) => p.default_duration(),
@@ -498,4 +461,19 @@ fn authority_of(url: &Template) -> Result<String, String> {
         return Err("has no host".to_owned());
     }
     Ok(format!("{h}:{}", uri.port_u16().unwrap_or(80)))
+}
+
+/// Reads an optional duration, reporting a malformed one (or a zero one when `nonzero`) at `key`.
+fn duration(key: &str, text: Option<&str>, nonzero: bool, e: &mut ConfigError) -> Option<Duration> {
+    match parse_duration(text?) {
+        Ok(d) if nonzero && d.is_zero() => {
+            e.push(key, "must be more than 0s");
+            None
+        }
+        Ok(d) => Some(d),
+        Err(err) => {
+            e.push(key, err.to_string());
+            None
+        }
+    }
 }
