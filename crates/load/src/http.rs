@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
-use crate::config::RequestSpec;
+use crate::config::{RequestSpec, Target};
+use crate::db::DbConns;
 use crate::record::ErrorKind;
 use crate::template::Vars;
 
@@ -64,6 +65,7 @@ pub(crate) struct H2Group {
 pub(crate) struct Conns {
     open: Vec<Conn>,
     group: Option<Arc<H2Group>>,
+    db: DbConns,
 }
 
 /// How one request went.
@@ -122,6 +124,7 @@ impl Conns {
         Conns {
             open: Vec::new(),
             group,
+            db: DbConns::default(),
         }
     }
 
@@ -195,6 +198,10 @@ impl Conns {
     }
 
     async fn exchange(&mut self, spec: &RequestSpec, vars: &mut Vars) -> Result<(), ErrorKind> {
+        if spec.target != Target::Http {
+            let reply = self.db.exchange(spec, vars).await?;
+            return extract(&reply, spec, vars);
+        }
         let url: Uri = spec.url.render(vars).parse().map_err(|_| ErrorKind::Io)?;
         let h2 = self.group.is_some();
         // HTTP/1.1 sends the path and a Host header; HTTP/2 the whole URL (its :authority).
@@ -236,18 +243,28 @@ impl Conns {
         if status.is_server_error() {
             return Err(ErrorKind::Http5xx);
         }
-        if !spec.extract.is_empty() {
-            let json: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|_| ErrorKind::Extract)?;
-            for (var, pointer) in &spec.extract {
-                let v = json.pointer(pointer).ok_or(ErrorKind::Extract)?;
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                vars.set(var.clone(), text);
-            }
+        if spec.extract.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| ErrorKind::Extract)?;
+        extract(&json, spec, vars)
     }
+}
+
+/// Sets the variables `spec` extracts from `reply` (a string as itself, anything else as JSON).
+fn extract(
+    reply: &serde_json::Value,
+    spec: &RequestSpec,
+    vars: &mut Vars,
+) -> Result<(), ErrorKind> {
+    for (var, pointer) in &spec.extract {
+        let v = reply.pointer(pointer).ok_or(ErrorKind::Extract)?;
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        vars.set(var.clone(), text);
+    }
+    Ok(())
 }

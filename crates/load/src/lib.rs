@@ -3,7 +3,7 @@
 //! - Models: open (iterations arrive on a schedule, [`config::Model::Open`]) and closed (virtual
 //!   users with think time), shaped by [`schedule::Stage`]s or a named [`profile::Profile`].
 //! - Targets: HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) over kept-alive connections
-//!   (hyper).
+//!   (hyper); PostgreSQL queries and Redis commands (features `postgres` and `redis`).
 //! - Scenarios from flags or TOML ([`config::ScenarioConfig`]), with variables, CSV data files
 //!   and values extracted from JSON responses for later requests ([`template`]).
 //! - Recording without per-request storage ([`record`]): per request name, latency from the
@@ -51,6 +51,7 @@
 pub mod baseline;
 pub mod cli;
 pub mod config;
+mod db;
 pub mod engine;
 mod error;
 mod html;

@@ -45,6 +45,8 @@ pub enum ErrorKind {
     Http5xx,
     /// The connection broke or the response was malformed.
     Io,
+    /// The database refused the query or command (an SQL error, a Redis error reply).
+    Query,
     /// A value to extract for a later request was not in the response.
     Extract,
     /// Never sent: the open model's queue was full when it was due.
@@ -53,17 +55,19 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Http4xx,
         ErrorKind::Http5xx,
         ErrorKind::Io,
+        ErrorKind::Query,
         ErrorKind::Extract,
         ErrorKind::Dropped,
     ];
 
-    /// Its name in reports: `connect`, `timeout`, `http_4xx`, `http_5xx`, `io`, `extract`, `dropped`.
+    /// Its name in reports: `connect`, `timeout`, `http_4xx`, `http_5xx`, `io`, `query`, `extract`,
+    /// `dropped`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
@@ -71,6 +75,7 @@ impl ErrorKind {
             ErrorKind::Http4xx => "http_4xx",
             ErrorKind::Http5xx => "http_5xx",
             ErrorKind::Io => "io",
+            ErrorKind::Query => "query",
             ErrorKind::Extract => "extract",
             ErrorKind::Dropped => "dropped",
         }

@@ -55,7 +55,7 @@ pub struct RequestReport {
     pub error_rate: f64,
     /// Completed requests per second over the run.
     pub rate: f64,
-    /// Errors by kind (`connect`, `timeout`, `http_4xx`, `http_5xx`, `io`, `extract`, `dropped`),
+    /// Errors by kind (`connect`, `timeout`, `http_4xx`, `http_5xx`, `io`, `query`, `extract`, `dropped`),
     /// only kinds that occurred.
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Latency: from the intended send time in the open model (coordinated-omission corrected),

@@ -8,7 +8,8 @@ use hyper::Method;
 use hyper::header::HeaderName;
 use rampart_resilience::{ConfigError, parse_duration};
 
-use super::{HttpVersion, Model, RequestConfig, RequestSpec, Scenario, ScenarioConfig};
+use super::target::{Scheme, authority_of, target_of};
+use super::{HttpVersion, Model, RequestConfig, RequestSpec, Scenario, ScenarioConfig, Target};
 use crate::profile::Profile;
 use crate::schedule::{Schedule, Stage};
 use crate::template::{DataRows, Template, Vars};
@@ -349,7 +350,7 @@ impl ScenarioConfig {
                     Method::GET
                 }
             };
-            let template = |k: &str, s: &str, e: &mut ConfigError| -> Option<Template> {
+            let mut template = |k: &str, s: &str, e: &mut ConfigError| -> Option<Template> {
                 match Template::parse(s) {
                     Ok(t) => {
                         let t = t.bind(fixed);
@@ -372,13 +373,16 @@ impl ScenarioConfig {
             };
             let url_key = key("url");
             let url = template(&url_key, url_text, e);
-            let authority = url.as_ref().and_then(|u| match authority_of(u) {
+            let located = url.as_ref().and_then(|u| match authority_of(u) {
                 Ok(a) => Some(a),
                 Err(err) => {
                     e.push(&url_key, err);
                     None
                 }
             });
+            let scheme = located.as_ref().map_or(Scheme::Http, |(_, s)| *s);
+            let authority = located.map(|(a, _)| a);
+            let target = target_of(&r, scheme, &key, &mut template, e);
             let mut headers = Vec::new();
             for (h, v) in &r.headers {
                 let k = key(&format!("headers.{h}"));
@@ -406,23 +410,31 @@ impl ScenarioConfig {
             }
             // Extracted values are known to the requests after this one.
             known.extend(extract.iter().map(|(v, _)| v.clone()));
-            let name = r.name.clone().unwrap_or_else(|| {
-                // "GET /path": the URL without scheme and host, which are the same for all.
-                let shown = url.as_ref().map_or(url_text.clone(), ToString::to_string);
-                let path = shown.split_once("://").map_or(shown.as_str(), |(_, rest)| {
-                    rest.find('/').map_or("/", |i| &rest[i..])
+            let name = r
+                .name
+                .clone()
+                .unwrap_or_else(|| match (&target, &r.query, &r.command) {
+                    (Some(Target::Postgres { .. }), Some(q), _) => format!("SQL {q}"),
+                    (Some(Target::Redis { .. }), _, Some(c)) => format!("REDIS {}", c.join(" ")),
+                    _ => {
+                        // "GET /path": the URL without scheme and host, which are the same for all.
+                        let shown = url.as_ref().map_or(url_text.clone(), ToString::to_string);
+                        let path = shown.split_once("://").map_or(shown.as_str(), |(_, rest)| {
+                            rest.find('/').map_or("/", |i| &rest[i..])
+                        });
+                        format!("{method} {path}")
+                    }
                 });
-                format!("{method} {path}")
-            });
             if !names.insert(name.clone()) {
                 e.push(
                     key("name"),
                     format!("{name:?} is used by an earlier request; names must differ"),
                 );
             }
-            if let (Some(url), Some(authority)) = (url, authority) {
+            if let (Some(url), Some(authority), Some(target)) = (url, authority, target) {
                 out.push(RequestSpec {
                     name,
+                    target,
                     method,
                     authority,
                     url,
@@ -434,33 +446,6 @@ impl ScenarioConfig {
         }
         out
     }
-}
-
-/// `host:port` of a URL whose scheme and host are fixed.
-fn authority_of(url: &Template) -> Result<String, String> {
-    let prefix = url.literal_prefix();
-    let rest = if let Some(r) = prefix.strip_prefix("http://") {
-        r
-    } else if prefix.starts_with("https://") {
-        return Err("https is not supported yet; use an http:// URL".to_owned());
-    } else {
-        return Err(format!("must start with http://host:port, got {prefix:?}"));
-    };
-    let end = rest.find(['/', '?', '#']);
-    if end.is_none() && !url.is_literal() {
-        return Err(
-            "the host and port must not depend on a data-file or extracted variable".to_owned(),
-        );
-    }
-    let host = &rest[..end.unwrap_or(rest.len())];
-    let uri: hyper::Uri = format!("http://{host}/")
-        .parse()
-        .map_err(|err| format!("host {host:?} is not valid: {err}"))?;
-    let h = uri.host().unwrap_or_default();
-    if h.is_empty() {
-        return Err("has no host".to_owned());
-    }
-    Ok(format!("{h}:{}", uri.port_u16().unwrap_or(80)))
 }
 
 /// Reads an optional duration, reporting a malformed one (or a zero one when `nonzero`) at `key`.

@@ -49,6 +49,7 @@ use crate::threshold::Threshold;
 
 mod build;
 mod shape;
+mod target;
 #[cfg(test)]
 mod tests;
 
@@ -80,8 +81,13 @@ pub struct RequestConfig {
     pub headers: BTreeMap<String, String>,
     /// Body, with `${variables}`.
     pub body: Option<String>,
+    /// PostgreSQL (`postgres://` URL): the SQL to run, with `${variables}`.
+    pub query: Option<String>,
+    /// Redis (`redis://` URL): the command and its arguments, with `${variables}`.
+    pub command: Option<Vec<String>>,
     /// Variables to take from the JSON response for later requests: name -> JSON pointer
-    /// (`"/data/token"`).
+    /// (`"/data/token"`). PostgreSQL rows are read as an array of objects of text
+    /// (`"/0/id"`), a Redis reply as the JSON of its value.
     #[serde(default)]
     pub extract: BTreeMap<String, String>,
 }
@@ -158,11 +164,31 @@ pub enum Model {
     },
 }
 
+/// What a request talks to.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Target {
+    /// HTTP: the method, headers and body of the [`RequestSpec`].
+    Http,
+    /// PostgreSQL: run this SQL (simple query protocol) on the URL's database.
+    Postgres {
+        /// The SQL.
+        query: Template,
+    },
+    /// Redis: send this command.
+    Redis {
+        /// The command and its arguments.
+        command: Vec<Template>,
+    },
+}
+
 /// One validated request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestSpec {
     /// Its name.
     pub name: String,
+    /// What it talks to.
+    pub target: Target,
     /// Its method.
     pub method: Method,
     /// `host:port` it connects to.

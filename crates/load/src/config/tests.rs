@@ -84,7 +84,7 @@ fn every_problem_is_listed_with_its_path() {
         "stage[0].target: is required",
         "stage[1].target:",
         "stage[1].duration: is required",
-        "request[0].url: https",
+        "request[0].url: TLS",
         "request[0].method:",
         "request[1].url: uses ${missing}",
         "request[1].extract.v:",
@@ -150,4 +150,14 @@ fn http_version_and_streams_are_checked() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("streams: must be between 1 and 1000"), "{e}");
+}
+
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn a_database_target_needs_its_feature() {
+    let e =
+        build("rate = 1\n[[request]]\nurl = \"postgres://127.0.0.1/db\"\nquery = \"select 1\"\n")
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("no `postgres` feature"), "{e}");
 }
