@@ -101,6 +101,10 @@ pub struct LoadArgs {
     /// (default 10%).
     #[arg(long, value_name = "PERCENT")]
     pub min_effect: Option<String>,
+    /// Smallest absolute change of the error rate that counts as a regression, such as `1%`
+    /// (default 1%).
+    #[arg(long, value_name = "PERCENT")]
+    pub min_error_effect: Option<String>,
     /// The test comparing per-second samples with the baseline: welch or mann-whitney (default
     /// welch).
     #[arg(long, value_name = "TEST")]
@@ -173,7 +177,12 @@ impl LoadArgs {
             alpha,
             test,
             min_effect: fraction("--min-effect", &self.min_effect, d.min_effect, e),
-            ..d
+            min_error_effect: fraction(
+                "--min-error-effect",
+                &self.min_error_effect,
+                d.min_error_effect,
+                e,
+            ),
         }
     }
 
