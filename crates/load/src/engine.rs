@@ -25,7 +25,8 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout};
 
-use crate::config::{Model, Scenario};
+use crate::config::{Model, Scenario, Target};
+use crate::db::Pools;
 use crate::error::LoadError;
 use crate::http::{Conns, H2Group, HttpVersion};
 use crate::judge::Judge;
@@ -75,6 +76,7 @@ pub async fn preflight(scenario: &Scenario, limit: Duration) -> Result<(), LoadE
 
 struct Shared {
     scenario: Arc<Scenario>,
+    pools: Pools,
     recorder: Arc<Recorder>,
     iterations: AtomicU64,
 }
@@ -89,7 +91,12 @@ impl Shared {
         }
         let mut due = intended;
         for (idx, spec) in self.scenario.requests.iter().enumerate() {
-            let sent = conns.send(spec, vars, self.scenario.timeout).await;
+            let limit = self.scenario.timeout;
+            let sent = if spec.target == Target::Http {
+                conns.send(spec, vars, limit).await
+            } else {
+                self.pools.send(spec, vars, limit).await
+            };
             let done = Instant::now();
             self.recorder
                 .record(idx, done - due, done - sent.started, sent.error);
@@ -188,7 +195,12 @@ pub async fn run(scenario: Scenario, mut on_progress: impl FnMut(&Progress)) -> 
     let recorder = Arc::new(Recorder::new(names.clone()));
     let mut judge = Judge::new(&scenario.thresholds, &names);
     let mut rollup = Rollup::new(&recorder, judge.longest_window());
+    let concurrency = match scenario.model {
+        Model::Open { connections, .. } => connections,
+        Model::Closed { .. } => scenario.schedule.peak().round() as usize,
+    };
     let shared = Arc::new(Shared {
+        pools: Pools::build(&scenario, concurrency),
         scenario: Arc::clone(&scenario),
         recorder: Arc::clone(&recorder),
         iterations: AtomicU64::new(0),
@@ -266,6 +278,7 @@ pub async fn run(scenario: Scenario, mut on_progress: impl FnMut(&Progress)) -> 
             recorder.record_dropped(0);
         }
     }
+    shared.pools.close(Duration::from_millis(100)).await;
     let now = Instant::now();
     if now > last_tick {
         rollup.tick(&recorder, now - start, (now - last_tick).as_secs_f64());

@@ -17,8 +17,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
-use crate::config::{RequestSpec, Target};
-use crate::db::DbConns;
+use crate::config::RequestSpec;
 use crate::record::ErrorKind;
 use crate::template::Vars;
 
@@ -65,7 +64,6 @@ pub(crate) struct H2Group {
 pub(crate) struct Conns {
     open: Vec<Conn>,
     group: Option<Arc<H2Group>>,
-    db: DbConns,
 }
 
 /// How one request went.
@@ -124,7 +122,6 @@ impl Conns {
         Conns {
             open: Vec::new(),
             group,
-            db: DbConns::default(),
         }
     }
 
@@ -198,10 +195,6 @@ impl Conns {
     }
 
     async fn exchange(&mut self, spec: &RequestSpec, vars: &mut Vars) -> Result<(), ErrorKind> {
-        if spec.target != Target::Http {
-            let reply = self.db.exchange(spec, vars).await?;
-            return extract(&reply, spec, vars);
-        }
         let url: Uri = spec.url.render(vars).parse().map_err(|_| ErrorKind::Io)?;
         let h2 = self.group.is_some();
         // HTTP/1.1 sends the path and a Host header; HTTP/2 the whole URL (its :authority).
@@ -253,7 +246,7 @@ impl Conns {
 }
 
 /// Sets the variables `spec` extracts from `reply` (a string as itself, anything else as JSON).
-fn extract(
+pub(crate) fn extract(
     reply: &serde_json::Value,
     spec: &RequestSpec,
     vars: &mut Vars,

@@ -120,6 +120,9 @@ fn database_requests_are_checked() {
         [[request]]
         url = "postgres://127.0.0.1/${db}"
         query = "select 1"
+        [[request]]
+        url = "postgres://127.0.0.1:99999/db"
+        query = "select 1"
         "#,
         None,
         None,

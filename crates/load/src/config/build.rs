@@ -382,7 +382,10 @@ impl ScenarioConfig {
             });
             let scheme = located.as_ref().map_or(Scheme::Http, |(_, s)| *s);
             let authority = located.map(|(a, _)| a);
-            let target = target_of(&r, scheme, &key, &mut template, e);
+            let target = match &url {
+                Some(u) => target_of(&r, u, scheme, &key, &mut template, e),
+                None => None,
+            };
             let mut headers = Vec::new();
             for (h, v) in &r.headers {
                 let k = key(&format!("headers.{h}"));

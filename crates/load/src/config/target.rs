@@ -65,6 +65,7 @@ pub(super) fn authority_of(url: &Template) -> Result<(String, Scheme), String> {
 /// (a query, a command) and nothing of another kind.
 pub(super) fn target_of(
     r: &RequestConfig,
+    url: &Template,
     scheme: Scheme,
     key: &dyn Fn(&str) -> String,
     template: &mut dyn FnMut(&str, &str, &mut ConfigError) -> Option<Template>,
@@ -114,6 +115,18 @@ pub(super) fn target_of(
                     format!("this build of rampart-load has no `{feature}` feature"),
                 );
             }
+            // The connector checks its URL the way it will read it (credentials are not quoted).
+            let url_key = key("");
+            let url_key = url_key.trim_end_matches('.');
+            #[cfg(feature = "postgres")]
+            if scheme == Scheme::Postgres {
+                rampart_connect::postgres::PgConfig::new(url.to_string()).validate(url_key, e);
+            }
+            #[cfg(feature = "redis")]
+            if scheme == Scheme::Redis {
+                rampart_connect::redis::RedisConfig::new(url.to_string()).validate(url_key, e);
+            }
+            let _ = (url, url_key);
             if scheme == Scheme::Postgres {
                 let Some(q) = &r.query else {
                     e.push(key("query"), "is required: the SQL to run");
