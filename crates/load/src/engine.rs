@@ -115,27 +115,15 @@ fn spawn_open(
     connections: usize,
     streams: usize,
     max_queue: usize,
-) -> Arc<Mutex<mpsc::Receiver<Instant>>> {
+) -> (Arc<Mutex<mpsc::Receiver<Instant>>>, Scheduler) {
     let (tx, rx) = mpsc::channel::<Instant>(max_queue);
     let rx = Arc::new(Mutex::new(rx));
-    let schedule = shared.scenario.schedule.clone();
-    let sched_shared = Arc::clone(shared);
-    set.spawn(async move {
-        for k in 0..schedule.total() {
-            let Some(offset) = schedule.send_time(k) else {
-                break;
-            };
-            let at = start + offset;
-            if at > Instant::now() {
-                sleep_until(at).await;
-            }
-            match tx.try_send(at) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => sched_shared.recorder.record_dropped(0),
-                Err(mpsc::error::TrySendError::Closed(_)) => break,
-            }
-        }
-    });
+    let scheduler = Scheduler::spawn(
+        shared.scenario.schedule.clone(),
+        start,
+        tx,
+        Arc::clone(&shared.recorder),
+    );
     // HTTP/1.1: one worker per connection. HTTP/2: `streams` workers share each connection.
     let h2 = shared.scenario.http == HttpVersion::Http2;
     for _ in 0..connections {
@@ -154,7 +142,81 @@ fn spawn_open(
             });
         }
     }
-    rx
+    (rx, scheduler)
+}
+
+/// The open model's dispatcher: a thread of its own that puts each iteration on the queue at its
+/// intended send time. A thread, not a task: the runtime's timer rounds every sleep up to the next
+/// millisecond, which would make every request up to a millisecond late and count that lateness
+/// as latency; a thread's sleep wakes within tens of microseconds, so requests go out at most
+/// about a quarter of a millisecond late (see [`Scheduler::MIN_SLEEP`]). The schedule itself is pure
+/// ([`Schedule::send_time`](crate::schedule::Schedule::send_time)) and tested on its own.
+struct Scheduler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// The longest single sleep, so that a stop is noticed soon.
+    const SLICE: Duration = Duration::from_millis(20);
+    /// The shortest sleep: at high rates, waking for every request would cost a context switch
+    /// each (tens of thousands a second); sleeping at least this long sends what fell due in a
+    /// burst, each request at most this late (plus the kernel's timer slack, about 50 µs).
+    const MIN_SLEEP: Duration = Duration::from_micros(200);
+
+    fn spawn(
+        schedule: crate::schedule::Schedule,
+        start: Instant,
+        tx: mpsc::Sender<Instant>,
+        recorder: Arc<Recorder>,
+    ) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let start_std = start.into_std();
+        let thread = std::thread::Builder::new()
+            .name("rampart-load-scheduler".to_owned())
+            .spawn(move || {
+                for k in 0..schedule.total() {
+                    let Some(offset) = schedule.send_time(k) else {
+                        break;
+                    };
+                    let at = start_std + offset;
+                    loop {
+                        if stopped.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let now = std::time::Instant::now();
+                        if now >= at {
+                            break;
+                        }
+                        std::thread::sleep((at - now).clamp(Self::MIN_SLEEP, Self::SLICE));
+                    }
+                    match tx.try_send(Instant::from_std(at)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => recorder.record_dropped(0),
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+            })
+            .ok();
+        // Without a thread (the system refused one) the queue is closed at once and the run
+        // ends empty, which its report shows.
+        Scheduler { stop, thread }
+    }
+
+    /// Stops the thread and waits for it (at most one sleep slice).
+    async fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 fn spawn_closed(set: &mut JoinSet<()>, shared: &Arc<Shared>, start: Instant, think: Duration) {
@@ -211,25 +273,19 @@ pub async fn run(scenario: Scenario, mut on_progress: impl FnMut(&Progress)) -> 
         .map_or(0, |d| d.as_secs());
     let start = Instant::now();
     let mut set = JoinSet::new();
-    let (open, queue) = match scenario.model {
+    let (open, queue, scheduler) = match scenario.model {
         Model::Open {
             connections,
             streams,
             max_queue,
-        } => (
-            true,
-            Some(spawn_open(
-                &mut set,
-                &shared,
-                start,
-                connections,
-                streams,
-                max_queue,
-            )),
-        ),
+        } => {
+            let (queue, scheduler) =
+                spawn_open(&mut set, &shared, start, connections, streams, max_queue);
+            (true, Some(queue), Some(scheduler))
+        }
         Model::Closed { think } => {
             spawn_closed(&mut set, &shared, start, think);
-            (false, None)
+            (false, None, None)
         }
     };
     // In-flight work may finish within one request timeout per request after the plan ends.
@@ -271,6 +327,9 @@ pub async fn run(scenario: Scenario, mut on_progress: impl FnMut(&Progress)) -> 
     }
     set.abort_all();
     while set.join_next().await.is_some() {}
+    if let Some(scheduler) = scheduler {
+        scheduler.finish().await;
+    }
     if let Some(queue) = queue {
         // Iterations still queued were never sent.
         let mut rx = queue.lock().await;
