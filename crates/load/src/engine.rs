@@ -1,11 +1,11 @@
 //! Running a scenario: the open model's scheduler and connections, the closed model's virtual
 //! users, the per-second rollup and threshold judging.
 //!
-//! Open model: one scheduler task computes each iteration's intended send time from the
+//! Open model: a dispatcher thread computes each iteration's intended send time from the
 //! [`Schedule`](crate::schedule::Schedule) and, at that time, puts it on a queue; workers take
 //! iterations off the queue in order: over HTTP/1.1 `connections` workers, each owning one
-//! kept-alive connection per host; over HTTP/2 `streams` workers per connection, sharing it. When every
-//! connection is busy the iteration waits in the queue and its latency, counted from the intended
+//! kept-alive connection per host; over HTTP/2 `streams` workers per connection, sharing it. When
+//! every worker is busy the iteration waits in the queue and its latency, counted from the intended
 //! time, grows with the wait, as it would for a real user (wrk2's coordinated-omission correction).
 //! Service time is counted from the actual send. When the queue already holds `max_queue`
 //! iterations, new ones are dropped and counted as errors of kind `dropped`.
