@@ -83,16 +83,18 @@ async fn a_stall_shows_in_corrected_latency_but_not_in_service_time() {
     let got = &report.total.latency_ms;
     let service = report.total.service_ms.clone().unwrap();
     let p99 = got.p99.unwrap();
-    // Bucket tops are up to 1.6 % high; the queue behind the stall drains at the real service
-    // time, adding a few ms.
+    // Bucket tops are up to 1.6 % high. The 100 requests queued behind the stall then drain one
+    // by one at the real service time, which the schedule cannot know: allow that much more
+    // (100 service times at the measured p90), which on a busy machine can be a few hundred ms.
+    let drain = 100.0 * service.p90.unwrap() + 20.0;
     assert!(
-        p99 >= want_p99 * 0.97 && p99 <= want_p99 * 1.05 + 15.0,
-        "corrected p99 {p99} ms, expected {want_p99} ms from the schedule"
+        p99 >= want_p99 * 0.97 && p99 <= want_p99 * 1.02 + drain,
+        "corrected p99 {p99} ms, expected {want_p99} ms from the schedule (+ up to {drain} ms drain)"
     );
     let p90 = got.p90.unwrap();
     assert!(
-        p90 >= want_p90 * 0.9 && p90 <= want_p90 * 1.1 + 15.0,
-        "p90 {p90} vs {want_p90}"
+        p90 >= want_p90 * 0.97 && p90 <= want_p90 * 1.02 + drain,
+        "p90 {p90} vs {want_p90} (+ up to {drain} ms)"
     );
     assert!(got.max.unwrap() >= 500.0, "the stalled request itself");
     assert!(
@@ -164,7 +166,9 @@ async fn http2_multiplexes_streams_over_few_connections() {
     assert!(server.state.connections.load(Ordering::SeqCst) <= 2);
     let in_flight = server.state.max_in_flight.load(Ordering::SeqCst);
     assert!(in_flight > 2, "streams multiplexed: {in_flight} at once");
-    // Requests did not wait for each other: the corrected p99 stays near the 20 ms service time.
+    // Requests did not wait for each other. Served one at a time, 2 connections would manage
+    // 100/s of the 200/s due and the queue would grow to 500 ms by the end; multiplexed, the
+    // corrected p99 stays near the 20 ms service time (the bound leaves room for a busy machine).
     let p99 = report.total.latency_ms.p99.unwrap();
-    assert!(p99 < 60.0, "{p99}");
+    assert!(p99 < 250.0, "{p99}");
 }
