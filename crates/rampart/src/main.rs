@@ -26,16 +26,24 @@ enum Command {
         /// monitor configuration (`[[target]]`, `[defaults]`).
         file: PathBuf,
     },
+    /// Load-test a target: open model (`--rate`) or closed (`--vus`), with thresholds.
+    Load(Box<rampart_load::cli::LoadArgs>),
 }
 
 /// How a command ended badly.
 enum Failure {
     /// The input was wrong (exit code 2).
     Input(anyhow::Error),
+    /// The command reported its own outcome and chose this exit code.
+    Exit(u8),
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Load(args) => match rampart_load::cli::run(*args) {
+            0 => Ok(()),
+            code => Err(Failure::Exit(code)),
+        },
         Command::Check { file } => {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             if MonitorConfig::looks_like(&text) {
@@ -76,5 +84,6 @@ fn main() -> ExitCode {
             eprintln!("rampart: {e:#}");
             ExitCode::from(2)
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }
