@@ -53,8 +53,9 @@ pub struct Monitor {
     changes: broadcast::Sender<StateChange>,
     results: broadcast::Sender<ProbeReport>,
     heartbeats: HeartbeatTracker,
-    scheduler: Option<Scheduler>,
-    router: Option<JoinHandle<()>>,
+    // Taken (under the lock, never held across an await) by `shutdown`.
+    scheduler: Mutex<Option<Scheduler>>,
+    router: Mutex<Option<JoinHandle<()>>>,
     store: Option<Arc<dyn Store>>,
     store_failures: Arc<AtomicU64>,
 }
@@ -71,7 +72,7 @@ impl std::fmt::Debug for Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        if let Some(router) = &self.router {
+        if let Some(router) = take(&self.router) {
             router.abort();
         }
     }
@@ -197,8 +198,8 @@ impl Monitor {
             changes,
             results,
             heartbeats: HeartbeatTracker::from_config(config),
-            scheduler: Some(scheduler),
-            router: Some(router),
+            scheduler: Mutex::new(Some(scheduler)),
+            router: Mutex::new(Some(router)),
             store,
             store_failures,
         }
@@ -207,13 +208,16 @@ impl Monitor {
     /// Stops gracefully: no new probe starts, probes in flight may finish until `grace` has
     /// passed (then they are cancelled), and every result they produced is written to the store
     /// and published before this returns (unless the store is still failing at the deadline).
-    pub async fn shutdown(mut self, grace: Duration) {
+    /// A second call returns at once.
+    pub async fn shutdown(&self, grace: Duration) {
         let until = Instant::now() + grace;
-        if let Some(scheduler) = self.scheduler.take() {
+        let scheduler = take(&self.scheduler);
+        if let Some(scheduler) = scheduler {
             scheduler.stop(until).await;
         }
         // The router ends once the last probe's sender is gone and its queue is drained.
-        if let Some(mut router) = self.router.take()
+        let router = take(&self.router);
+        if let Some(mut router) = router
             && tokio::time::timeout_at(until, &mut router).await.is_err()
         {
             router.abort();
@@ -223,7 +227,11 @@ impl Monitor {
     /// True while probes are being scheduled and results routed (false after a
     /// [`shutdown`](Self::shutdown) began or if the router died).
     pub fn is_running(&self) -> bool {
-        self.scheduler.is_some() && self.router.as_ref().is_some_and(|r| !r.is_finished())
+        let scheduling = lock(&self.scheduler).is_some();
+        scheduling
+            && lock(&self.router)
+                .as_ref()
+                .is_some_and(|r| !r.is_finished())
     }
 
     /// The store results are written to, if any.
@@ -275,6 +283,14 @@ impl Monitor {
     fn model(&self) -> MutexGuard<'_, HealthModel> {
         self.model.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
+    lock(m).take()
 }
 
 /// The probes a configuration asks for, heartbeat targets evaluated against `tracker`.

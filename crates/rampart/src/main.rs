@@ -3,6 +3,8 @@
 //! A thin `main` over [`run`]: it parses the command line, runs the command, and turns an error into
 //! a message on standard error and an exit code (1 for a failure, 2 for bad input).
 
+mod serve;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,16 +28,21 @@ enum Command {
         /// monitor configuration (`[[target]]`, `[defaults]`).
         file: PathBuf,
     },
+    /// Run the monitor daemon: probes, history store, HTTP API; stops cleanly on SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// How a command ended badly.
 enum Failure {
     /// The input was wrong (exit code 2).
     Input(anyhow::Error),
+    /// Something failed while running (exit code 1).
+    Runtime(anyhow::Error),
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Check { file } => {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             if MonitorConfig::looks_like(&text) {
@@ -75,6 +82,10 @@ fn main() -> ExitCode {
         Err(Failure::Input(e)) => {
             eprintln!("rampart: {e:#}");
             ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("rampart: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

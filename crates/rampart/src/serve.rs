@@ -1,0 +1,185 @@
+//! `rampart serve --config FILE`: the monitor daemon. Probes the configured targets, keeps
+//! their history in the store, serves the HTTP API, and stops cleanly on SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::Args;
+use rampart_monitor::Monitor;
+use rampart_monitor::config::{MonitorConfig, ServerConfig, StoreConfig};
+use rampart_monitor::heartbeat::HeartbeatTracker;
+use rampart_monitor::scheduler::Limits;
+use rampart_monitor::store::{SqliteConfig, SqliteStore, Store};
+use rampart_server::ServerState;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::Failure;
+
+/// How long probes in flight may take to finish after SIGTERM.
+const PROBE_GRACE: Duration = Duration::from_secs(5);
+/// How long requests in flight may take to finish after SIGTERM.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
+/// How often the retention sweep runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Arguments of `rampart serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The monitor configuration: `[[target]]`s, optional `[server]` and `[store]`.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; a bad configuration is an input failure (exit 2),
+/// anything else that stops it a runtime failure (exit 1).
+pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let config = MonitorConfig::from_file(&args.config)
+        .map_err(|e| Failure::Input(anyhow::Error::new(e)))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    runtime.block_on(daemon(config)).map_err(Failure::Runtime)
+}
+
+async fn daemon(config: MonitorConfig) -> anyhow::Result<()> {
+    let server_config = config.server.clone().unwrap_or_default();
+    let store_config = config.store.clone().unwrap_or_default();
+    let store = open_store(&store_config).await?;
+    let monitor = Monitor::with_tracker_and_store(
+        &config,
+        Limits::default(),
+        HeartbeatTracker::from_config(&config),
+        Arc::clone(&store) as Arc<dyn Store>,
+    )
+    .await
+    .context("cannot restore the monitor from its store")?;
+    let monitor = Arc::new(monitor);
+    log_restored(&monitor);
+    let changes = tokio::spawn(log_changes(monitor.subscribe()));
+    let sweeper = tokio::spawn(sweep(Arc::clone(&store)));
+
+    let listener = bind(&server_config).await?;
+    let state = ServerState::new(
+        Arc::clone(&monitor),
+        Arc::new(config),
+        rampart_telemetry::Telemetry::new(),
+    );
+    let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut http = tokio::spawn(rampart_server::serve(
+        listener,
+        rampart_server::app(state),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let signal = tokio::select! {
+        name = shutdown_signal() => name?,
+        served = &mut http => {
+            served??;
+            anyhow::bail!("the HTTP server stopped on its own");
+        }
+    };
+    tracing::info!(
+        signal,
+        "stopping: no new probes, waiting for those in flight"
+    );
+    let _ = stop_http.send(());
+    monitor.shutdown(PROBE_GRACE).await;
+    if tokio::time::timeout(HTTP_GRACE, &mut http).await.is_err() {
+        tracing::warn!("requests still running after {HTTP_GRACE:?}; cutting them off");
+        http.abort();
+    }
+    changes.abort();
+    sweeper.abort();
+    drop(monitor);
+    close_store(store).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<SqliteStore>> {
+    let store = SqliteStore::open(
+        &config.path,
+        SqliteConfig::default().with_retention(config.retention),
+    )
+    .await?;
+    tracing::info!(path = %config.path.display(), "history store open");
+    Ok(Arc::new(store))
+}
+
+async fn bind(config: &ServerConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    Ok(listener)
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Closes the store once nothing else holds it, so every queued write is committed.
+async fn close_store(store: Arc<SqliteStore>) {
+    match Arc::try_unwrap(store) {
+        Ok(store) => {
+            store.close().await;
+            tracing::info!("history store closed");
+        }
+        // Every write was acknowledged already; dropping it stops the writer after the queue.
+        Err(_) => tracing::warn!("history store still shared at exit; dropped"),
+    }
+}
+
+fn log_restored(monitor: &Monitor) {
+    for t in monitor.summary().targets {
+        tracing::info!(target_name = %t.name, state = %t.state, score = ?t.score, "restored");
+    }
+}
+
+async fn log_changes(
+    mut changes: tokio::sync::broadcast::Receiver<rampart_monitor::health::StateChange>,
+) {
+    loop {
+        match changes.recv().await {
+            Ok(c) => {
+                tracing::info!(target_name = %c.target, from = %c.from, to = %c.to, "state changed")
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "state change log fell behind");
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Applies the retention at start and then every [`SWEEP_EVERY`].
+async fn sweep(store: Arc<SqliteStore>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        match store.sweep(SystemTime::now()).await {
+            Ok(report) => tracing::debug!(results = report.results, "retention sweep"),
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+        }
+    }
+}
