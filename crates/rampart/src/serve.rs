@@ -101,8 +101,11 @@ async fn daemon(config: MonitorConfig) -> anyhow::Result<()> {
         tracing::warn!("requests still running after {HTTP_GRACE:?}; cutting them off");
         http.abort();
     }
-    changes.abort();
-    sweeper.abort();
+    for task in [changes, sweeper] {
+        task.abort();
+        // An aborted task lets go of what it holds (the store) only once it has been polled.
+        let _ = task.await;
+    }
     drop(monitor);
     close_store(store).await;
     tracing::info!("stopped");
@@ -140,6 +143,11 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
 
 /// Closes the store once nothing else holds it, so every queued write is committed.
 async fn close_store(store: Arc<SqliteStore>) {
+    // Connection tasks of the HTTP server that just stopped may still be letting go of theirs.
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     match Arc::try_unwrap(store) {
         Ok(store) => {
             store.close().await;

@@ -21,7 +21,7 @@
 //! - **Retention** per level ([`Retention`]: raw 7 days, 1-minute 30 days, 1-hour 365 days, 1-day
 //!   forever by default), applied by [`Store::sweep`] in bounded batches.
 //!
-//! The guide is `docs/monitor-store.md`. See [`SqliteStore`] for an example.
+//! The guide is the "History store" section of `docs/monitor.md`. See [`SqliteStore`] for an example.
 
 mod config;
 mod error;
@@ -101,8 +101,3 @@ pub struct SweepReport {
     /// Rollup rows deleted per level (levels kept forever are absent).
     pub rollups: Vec<(Level, u64)>,
 }
-
-/// The store guide, `docs/monitor-store.md`: its examples run as doc tests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../../docs/monitor-store.md")]
-struct StoreGuide;
