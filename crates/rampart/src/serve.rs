@@ -9,11 +9,11 @@ use anyhow::Context;
 use clap::Args;
 use rampart_monitor::Monitor;
 use rampart_monitor::config::{MonitorConfig, ServerConfig, StoreConfig};
-use rampart_monitor::heartbeat::HeartbeatTracker;
 use rampart_monitor::scheduler::Limits;
 use rampart_monitor::store::{SqliteConfig, SqliteStore, Store};
 use rampart_server::ServerState;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::Failure;
 
@@ -49,36 +49,36 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(e.into()))?;
-    runtime.block_on(daemon(config)).map_err(Failure::Runtime)
+    runtime
+        .block_on(daemon(config, args.config))
+        .map_err(Failure::Runtime)
 }
 
-async fn daemon(config: MonitorConfig) -> anyhow::Result<()> {
+async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
     let server_config = config.server.clone().unwrap_or_default();
     let store_config = config.store.clone().unwrap_or_default();
+    let table: toml::Table = std::fs::read_to_string(&file)?.parse()?;
     let store = open_store(&store_config).await?;
-    let monitor = Monitor::with_tracker_and_store(
-        &config,
-        Limits::default(),
-        HeartbeatTracker::from_config(&config),
+    let shown = file.display().to_string();
+    let state = ServerState::start(
+        table,
+        Some(&shown),
         Arc::clone(&store) as Arc<dyn Store>,
+        Limits::default(),
+        server_config.write_token.as_ref(),
+        rampart_telemetry::Telemetry::new(),
     )
     .await
-    .context("cannot restore the monitor from its store")?;
-    let monitor = Arc::new(monitor);
-    log_restored(&monitor);
-    let changes = tokio::spawn(log_changes(monitor.subscribe()));
+    .context("cannot start the monitor")?;
+    log_restored(&state.monitor());
+    let changes = tokio::spawn(log_changes(state.clone()));
     let sweeper = tokio::spawn(sweep(Arc::clone(&store)));
 
     let listener = bind(&server_config).await?;
-    let state = ServerState::new(
-        Arc::clone(&monitor),
-        Arc::new(config),
-        rampart_telemetry::Telemetry::new(),
-    );
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut http = tokio::spawn(rampart_server::serve(
         listener,
-        rampart_server::app(state),
+        rampart_server::app(state.clone()),
         async move {
             let _ = stopped.await;
         },
@@ -96,7 +96,7 @@ async fn daemon(config: MonitorConfig) -> anyhow::Result<()> {
         "stopping: no new probes, waiting for those in flight"
     );
     let _ = stop_http.send(());
-    monitor.shutdown(PROBE_GRACE).await;
+    state.shutdown(PROBE_GRACE).await;
     if tokio::time::timeout(HTTP_GRACE, &mut http).await.is_err() {
         tracing::warn!("requests still running after {HTTP_GRACE:?}; cutting them off");
         http.abort();
@@ -106,7 +106,7 @@ async fn daemon(config: MonitorConfig) -> anyhow::Result<()> {
         // An aborted task lets go of what it holds (the store) only once it has been polled.
         let _ = task.await;
     }
-    drop(monitor);
+    drop(state);
     close_store(store).await;
     tracing::info!("stopped");
     Ok(())
@@ -164,18 +164,21 @@ fn log_restored(monitor: &Monitor) {
     }
 }
 
-async fn log_changes(
-    mut changes: tokio::sync::broadcast::Receiver<rampart_monitor::health::StateChange>,
-) {
+/// Logs every state change; follows the monitor as writes through the API replace it.
+async fn log_changes(state: ServerState) {
     loop {
-        match changes.recv().await {
-            Ok(c) => {
-                tracing::info!(target_name = %c.target, from = %c.from, to = %c.to, "state changed")
+        let mut changes = state.monitor().subscribe();
+        loop {
+            match changes.recv().await {
+                Ok(c) => {
+                    tracing::info!(target_name = %c.target, from = %c.from, to = %c.to, "state changed");
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "state change log fell behind");
+                }
+                // That monitor is gone: a write replaced it.
+                Err(RecvError::Closed) => break,
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "state change log fell behind");
-            }
-            Err(_) => return,
         }
     }
 }

@@ -7,7 +7,7 @@ use rampart_monitor::health::{Summary, TargetHealth};
 use serde_json::{Value, json};
 
 use crate::time::ms;
-use crate::{ApiError, ServerState};
+use crate::{ApiError, Current, ServerState};
 
 /// `GET /api/summary`.
 pub(crate) async fn summary(State(s): State<ServerState>) -> Json<Value> {
@@ -17,7 +17,7 @@ pub(crate) async fn summary(State(s): State<ServerState>) -> Json<Value> {
         counts,
         targets,
         ..
-    } = s.monitor.summary();
+    } = s.monitor().summary();
     let counts: serde_json::Map<String, Value> = counts
         .into_iter()
         .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
@@ -36,12 +36,8 @@ pub(crate) async fn summary(State(s): State<ServerState>) -> Json<Value> {
 
 /// `GET /api/targets`.
 pub(crate) async fn targets(State(s): State<ServerState>) -> Json<Value> {
-    let all: Vec<Value> = s
-        .config
-        .targets
-        .iter()
-        .map(|t| describe(t, s.monitor.target(&t.name)))
-        .collect();
+    let c = s.current();
+    let all: Vec<Value> = c.config.targets.iter().map(|t| describe(t, &c)).collect();
     Json(json!({ "targets": all }))
 }
 
@@ -50,8 +46,8 @@ pub(crate) async fn target(
     State(s): State<ServerState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let t = find(&s, &name)?;
-    Ok(Json(describe(t, s.monitor.target(&t.name))))
+    let c = s.current();
+    Ok(Json(describe(find(&c, &name)?, &c)))
 }
 
 /// `POST /api/heartbeat/{token}`. The token is never echoed or logged.
@@ -59,15 +55,15 @@ pub(crate) async fn heartbeat(
     State(s): State<ServerState>,
     Path(token): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match s.monitor.heartbeat(&token) {
+    match s.monitor().heartbeat(&token) {
         Ok(target) => Ok(Json(json!({ "target": target }))),
         Err(_) => Err(ApiError::not_found("no heartbeat target has this token")),
     }
 }
 
 /// The configured target named `name`.
-pub(crate) fn find<'a>(s: &'a ServerState, name: &str) -> Result<&'a TargetConfig, ApiError> {
-    s.config
+pub(crate) fn find<'a>(c: &'a Current, name: &str) -> Result<&'a TargetConfig, ApiError> {
+    c.config
         .targets
         .iter()
         .find(|t| t.name == name)
@@ -76,8 +72,8 @@ pub(crate) fn find<'a>(s: &'a ServerState, name: &str) -> Result<&'a TargetConfi
 
 /// A target as the API shows it: its settings without the check's details (which may hold
 /// secrets: connection strings, tokens), and its health.
-fn describe(t: &TargetConfig, health: Option<TargetHealth>) -> Value {
-    let health = health.map(|h| {
+pub(crate) fn describe(t: &TargetConfig, c: &Current) -> Value {
+    let health = c.monitor.target(&t.name).map(|h: TargetHealth| {
         json!({
             "state": h.state.as_str(),
             "own_state": h.own_state.as_str(),
@@ -101,7 +97,7 @@ fn describe(t: &TargetConfig, health: Option<TargetHealth>) -> Value {
         "timeout_s": t.timeout.as_secs_f64(),
         "weight": t.weight,
         "depends_on": t.depends_on,
-        "source": "config",
+        "source": if c.api.contains_key(&t.name) { "api" } else { "config" },
         "health": health,
     })
 }

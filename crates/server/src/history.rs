@@ -29,9 +29,10 @@ pub(crate) struct RangeQuery {
     step: Option<String>,
 }
 
-fn store(s: &ServerState) -> Result<&Arc<dyn Store>, ApiError> {
-    s.monitor
+fn store(s: &ServerState) -> Result<Arc<dyn Store>, ApiError> {
+    s.monitor()
         .store()
+        .cloned()
         .ok_or_else(|| ApiError::unavailable("this monitor keeps no history"))
 }
 
@@ -43,7 +44,7 @@ pub(crate) async fn results(
     query: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let target = find(&s, &name)?.name.clone();
+    let target = find(&s.current(), &name)?.name.clone();
     let now = SystemTime::now();
     let to = q.to.as_deref().map_or(Ok(now), |v| parse("to", v))?;
     let from = match q.from.as_deref() {
@@ -67,9 +68,9 @@ pub(crate) async fn results(
     let (step, points) = match resolution {
         Resolution::Rollup(level) => (
             level.as_str(),
-            rollups(store, &target, level, from, to).await?,
+            rollups(&store, &target, level, from, to).await?,
         ),
-        _ => ("raw", raw(store, &target, from, to).await?),
+        _ => ("raw", raw(&store, &target, from, to).await?),
     };
     Ok(Json(json!({
         "target": target,
@@ -172,7 +173,7 @@ pub(crate) async fn incidents(
     State(s): State<ServerState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let target = find(&s, &name)?.name.clone();
+    let target = find(&s.current(), &name)?.name.clone();
     let incidents = store(&s)?
         .incidents(&target)
         .await

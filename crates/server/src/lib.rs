@@ -11,6 +11,7 @@
 //! | `GET /metrics` | Prometheus text or OpenMetrics (by `Accept`) |
 //! | `GET /api/summary` | overall and group scores, counts per state |
 //! | `GET /api/targets`, `/api/targets/{name}` | targets with their health; no secrets |
+//! | `POST /api/targets`, `PUT`/`DELETE /api/targets/{name}` | API targets (bearer token) |
 //! | `GET /api/targets/{name}/results?from&to&step` | raw results or rollups |
 //! | `GET /api/targets/{name}/incidents` | incidents, oldest first |
 //! | `POST /api/heartbeat/{token}` | records a heartbeat |
@@ -44,9 +45,11 @@ mod error;
 mod history;
 mod metrics;
 mod time;
+mod writes;
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -61,6 +64,7 @@ use rampart_monitor::store::Retention;
 use rampart_telemetry::Telemetry;
 
 pub use error::ApiError;
+pub use writes::StartError;
 
 /// The largest request body accepted (64 KiB); larger ones get 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -68,30 +72,76 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// The longest a request may take before it gets 503 `timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the handlers share: the monitor, its configuration and the metrics registry.
+/// What the handlers share: the monitor and its configuration (replaced together when a write
+/// changes the targets), the metrics registry, and what writes need.
 #[derive(Debug, Clone)]
 pub struct ServerState {
-    pub(crate) monitor: Arc<Monitor>,
-    pub(crate) config: Arc<MonitorConfig>,
+    pub(crate) current: Arc<RwLock<Current>>,
     pub(crate) telemetry: Telemetry,
     pub(crate) retention: Retention,
+    pub(crate) writes: Option<Arc<writes::Writes>>,
+}
+
+/// The running monitor, its configuration, and the definitions of the targets created through
+/// the API (by name).
+#[derive(Debug, Clone)]
+pub(crate) struct Current {
+    pub(crate) monitor: Arc<Monitor>,
+    pub(crate) config: Arc<MonitorConfig>,
+    pub(crate) api: Arc<BTreeMap<String, serde_json::Value>>,
 }
 
 impl ServerState {
-    /// State over `monitor` running `config`, exporting `telemetry` at `/metrics`; the
-    /// monitor's own gauges (score per target, targets per state) are registered into it.
+    /// Read-only state over `monitor` running `config`, exporting `telemetry` at `/metrics`;
+    /// the monitor's own gauges (score per target, targets per state) are registered into it.
+    /// Writes answer 401. [`ServerState::start`] builds the daemon's state, with writes.
     pub fn new(monitor: Arc<Monitor>, config: Arc<MonitorConfig>, telemetry: Telemetry) -> Self {
-        metrics::register(&telemetry, &monitor);
-        let retention = config
+        let current = Current {
+            monitor,
+            config,
+            api: Arc::default(),
+        };
+        Self::with_current(current, telemetry, None)
+    }
+
+    fn with_current(
+        current: Current,
+        telemetry: Telemetry,
+        writes: Option<Arc<writes::Writes>>,
+    ) -> Self {
+        let retention = current
+            .config
             .store
             .as_ref()
             .map(|s| s.retention)
             .unwrap_or_default();
+        let current = Arc::new(RwLock::new(current));
+        metrics::register(&telemetry, &current);
         ServerState {
-            monitor,
-            config,
+            current,
             telemetry,
             retention,
+            writes,
+        }
+    }
+
+    pub(crate) fn current(&self) -> Current {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The monitor running now (a write to the targets replaces it).
+    pub fn monitor(&self) -> Arc<Monitor> {
+        self.current().monitor
+    }
+
+    /// Stops the monitor running now (see [`Monitor::shutdown`]); writes after this fail.
+    pub async fn shutdown(&self, grace: Duration) {
+        match &self.writes {
+            Some(w) => w.shutdown(self, grace).await,
+            None => self.monitor().shutdown(grace).await,
         }
     }
 }
@@ -100,8 +150,11 @@ impl ServerState {
 pub fn app(state: ServerState) -> Router {
     let api = Router::new()
         .route("/summary", get(api::summary))
-        .route("/targets", get(api::targets))
-        .route("/targets/{name}", get(api::target))
+        .route("/targets", get(api::targets).post(writes::create))
+        .route(
+            "/targets/{name}",
+            get(api::target).put(writes::replace).delete(writes::delete),
+        )
         .route("/targets/{name}/results", get(history::results))
         .route("/targets/{name}/incidents", get(history::incidents))
         .route("/heartbeat/{token}", post(api::heartbeat));
@@ -133,7 +186,8 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(axum::extract::State(s): axum::extract::State<ServerState>) -> Response {
-    if s.monitor.is_running() && s.monitor.store().is_some() {
+    let monitor = s.monitor();
+    if monitor.is_running() && monitor.store().is_some() {
         Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {
         ApiError::unavailable("the monitor is not running or has no store").into_response()

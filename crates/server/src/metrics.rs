@@ -1,24 +1,29 @@
 //! `/metrics`, and the monitor's own gauges.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
-use rampart_monitor::Monitor;
 use rampart_telemetry::snapshot::{MetricKind, MetricsWriter, Value};
 use rampart_telemetry::{Labels, Telemetry};
 
-use crate::ServerState;
+use crate::{Current, ServerState};
 
 /// Registers the score of each target and the number of targets in each state. The collector
-/// holds the monitor weakly: once the monitor is gone it writes nothing.
-pub(crate) fn register(telemetry: &Telemetry, monitor: &Arc<Monitor>) {
-    let monitor: Weak<Monitor> = Arc::downgrade(monitor);
+/// holds the state weakly: once the server is gone it writes nothing.
+pub(crate) fn register(telemetry: &Telemetry, current: &Arc<RwLock<Current>>) {
+    let current: Weak<RwLock<Current>> = Arc::downgrade(current);
     telemetry.register_collector(move |out: &mut MetricsWriter<'_>| {
-        let Some(monitor) = monitor.upgrade() else {
+        let Some(current) = current.upgrade() else {
             return;
         };
+        let monitor = Arc::clone(
+            &current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .monitor,
+        );
         let summary = monitor.summary();
         let mut scores = out.family(
             "rampart_monitor_target_score",

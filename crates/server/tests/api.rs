@@ -1,10 +1,13 @@
 //! The API over a real monitor with a store, served on 127.0.0.1 and asked over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{error_code, get_json, request};
 use rampart_monitor::Monitor;
 use rampart_monitor::config::MonitorConfig;
 use rampart_monitor::health::HealthState;
@@ -13,41 +16,9 @@ use rampart_monitor::scheduler::Limits;
 use rampart_monitor::store::{SqliteConfig, SqliteStore, Store};
 use rampart_server::{MAX_BODY, ServerState, app, serve};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const DEADLINE: Duration = Duration::from_secs(15);
-
-/// One HTTP/1.1 request with `Connection: close`; the status and the body.
-async fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // A body over the limit is refused before it is read: the write may fail, that is fine.
-    let _ = stream.write_all(body).await;
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
-}
-
-async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let (status, body) = request(addr, "GET", path, b"").await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
-}
-
-fn error_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or_default()
-}
 
 struct Fixture {
     addr: SocketAddr,

@@ -370,19 +370,24 @@ impl MonitorConfig {
     /// Reads and validates a configuration from TOML text; `origin` names it in error messages.
     #[allow(clippy::should_implement_trait)] // `FromStr` has no room for the origin.
     pub fn from_str(text: &str, origin: Option<&str>) -> Result<Self, ConfigError> {
-        let mut errors = ConfigError::new(origin);
-        let table: toml::Table = match text.parse() {
-            Ok(t) => t,
+        match text.parse::<toml::Table>() {
+            Ok(table) => Self::from_table(&table, origin),
             Err(e) => {
-                let e: toml::de::Error = e;
+                let mut errors = ConfigError::new(origin);
                 errors.push("(syntax)", e.to_string().trim().to_owned());
-                return Err(errors);
+                Err(errors)
             }
-        };
+        }
+    }
+
+    /// Validates a configuration already parsed as a TOML table (say, a file's table with
+    /// targets added to it); `origin` names it in error messages.
+    pub fn from_table(table: &toml::Table, origin: Option<&str>) -> Result<Self, ConfigError> {
+        let mut errors = ConfigError::new(origin);
         let mut defaults = RawDefaults::default();
         let (mut server, mut store) = (None, None);
         let mut raw_targets = Vec::new();
-        for (key, value) in &table {
+        for (key, value) in table {
             match key.as_str() {
                 "defaults" => {
                     defaults = read_lenient(key, value, &mut errors).unwrap_or_default();
