@@ -296,48 +296,61 @@ fn closed() -> ApiError {
     ApiError::unavailable("the server is stopping")
 }
 
+/// A write's start: the token checked, the write lock taken (one write at a time), and the
+/// current targets.
+async fn begin<'a>(
+    s: &'a ServerState,
+    headers: &HeaderMap,
+) -> Result<(&'a Writes, tokio::sync::MutexGuard<'a, bool>, Current), Response> {
+    let w = writes(s)
+        .and_then(|w| w.authorize(headers))
+        .map_err(IntoResponse::into_response)?;
+    let open = w.lock.lock().await;
+    if !*open {
+        return Err(closed().into_response());
+    }
+    Ok((w, open, s.current()))
+}
+
+/// Puts `target` as `name` and shows it as it now runs.
+async fn put(
+    w: &Writes,
+    s: &ServerState,
+    c: &Current,
+    name: &str,
+    target: serde_json::Map<String, Value>,
+) -> Result<Value, Response> {
+    let mut api = (*c.api).clone();
+    api.insert(name.to_owned(), Value::Object(target));
+    let now = w.apply(s, api, name).await?;
+    let t = super::api::find(&now, name).map_err(IntoResponse::into_response)?;
+    Ok(describe(t, &now))
+}
+
+fn unprocessable(message: &str) -> Response {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_target", message).into_response()
+}
+
 /// `POST /api/targets`: creates a target; 409 if the name is taken.
 pub(crate) async fn create(
     State(s): State<ServerState>,
     headers: HeaderMap,
     json: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, Response> {
-    let w = writes(&s)
-        .and_then(|w| w.authorize(&headers))
-        .map_err(IntoResponse::into_response)?;
+    let (w, _write, c) = begin(&s, &headers).await?;
     let target = body(json).map_err(IntoResponse::into_response)?;
     let Some(name) = target
         .get("name")
         .and_then(Value::as_str)
         .map(str::to_owned)
     else {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_target",
-            "`name` is required",
-        )
-        .into_response());
+        return Err(unprocessable("`name` is required"));
     };
-    let open = w.lock.lock().await;
-    if !*open {
-        return Err(closed().into_response());
-    }
-    let c = s.current();
     if c.config.targets.iter().any(|t| t.name == name) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("a target named {name:?} exists"),
-        )
-        .into_response());
+        let message = format!("a target named {name:?} exists");
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", message).into_response());
     }
-    let mut api = (*c.api).clone();
-    api.insert(name.clone(), Value::Object(target));
-    let now = w.apply(&s, api, &name).await?;
-    let shown = describe(
-        super::api::find(&now, &name).map_err(IntoResponse::into_response)?,
-        &now,
-    );
+    let shown = put(w, &s, &c, &name, target).await?;
     Ok((StatusCode::CREATED, Json(shown)).into_response())
 }
 
@@ -348,40 +361,19 @@ pub(crate) async fn replace(
     headers: HeaderMap,
     json: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, Response> {
-    let w = writes(&s)
-        .and_then(|w| w.authorize(&headers))
-        .map_err(IntoResponse::into_response)?;
+    let (w, _write, c) = begin(&s, &headers).await?;
     let mut target = body(json).map_err(IntoResponse::into_response)?;
     match target.get("name") {
         None => {
             target.insert("name".to_owned(), Value::String(name.clone()));
         }
         Some(given) if given.as_str() == Some(name.as_str()) => {}
-        Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_target",
-                "`name` must match the path",
-            )
-            .into_response());
-        }
+        Some(_) => return Err(unprocessable("`name` must match the path")),
     }
-    let open = w.lock.lock().await;
-    if !*open {
-        return Err(closed().into_response());
-    }
-    let c = s.current();
     if !c.api.contains_key(&name) && c.config.targets.iter().any(|t| t.name == name) {
         return Err(read_only(&name).into_response());
     }
-    let mut api = (*c.api).clone();
-    api.insert(name.clone(), Value::Object(target));
-    let now = w.apply(&s, api, &name).await?;
-    let shown = describe(
-        super::api::find(&now, &name).map_err(IntoResponse::into_response)?,
-        &now,
-    );
-    Ok(Json(shown).into_response())
+    Ok(Json(put(w, &s, &c, &name, target).await?).into_response())
 }
 
 /// `DELETE /api/targets/{name}`: deletes an API target; 403 for a file target.
@@ -390,14 +382,7 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Response> {
-    let w = writes(&s)
-        .and_then(|w| w.authorize(&headers))
-        .map_err(IntoResponse::into_response)?;
-    let open = w.lock.lock().await;
-    if !*open {
-        return Err(closed().into_response());
-    }
-    let c = s.current();
+    let (w, _write, c) = begin(&s, &headers).await?;
     if !c.api.contains_key(&name) {
         return Err(match c.config.targets.iter().any(|t| t.name == name) {
             true => read_only(&name),
