@@ -30,19 +30,34 @@ pub(crate) struct ServeArgs {
     /// The monitor configuration: `[[target]]`s, optional `[server]` and `[store]`.
     #[arg(long, short)]
     config: PathBuf,
+    /// How log lines on standard error look.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; a bad configuration is an input failure (exit 2),
 /// anything else that stops it a runtime failure (exit 1).
 pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let config = MonitorConfig::from_file(&args.config)
         .map_err(|e| Failure::Input(anyhow::Error::new(e)))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -55,6 +70,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
 }
 
 async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
+    // Installed first, so a signal during start-up is a clean stop too, not a kill.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let server_config = config.server.clone().unwrap_or_default();
     let store_config = config.store.clone().unwrap_or_default();
     let table: toml::Table = std::fs::read_to_string(&file)?.parse()?;
@@ -85,7 +103,8 @@ async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
     ));
 
     let signal = tokio::select! {
-        name = shutdown_signal() => name?,
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
         served = &mut http => {
             served??;
             anyhow::bail!("the HTTP server stopped on its own");
@@ -129,16 +148,6 @@ async fn bind(config: &ServerConfig) -> anyhow::Result<tokio::net::TcpListener> 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     Ok(listener)
-}
-
-/// Waits for SIGTERM or SIGINT and names it.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
 }
 
 /// Closes the store once nothing else holds it, so every queued write is committed.

@@ -133,3 +133,34 @@ fn serve_answers_probes_and_stops_cleanly_on_sigterm() {
     );
     assert!(stored.iter().all(|r| r.is_success()));
 }
+
+#[test]
+fn serve_logs_json_lines_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("monitor.toml");
+    let db = dir.path().join("history.db");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = {db:?}\n"),
+    )
+    .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["level"], "INFO", "{first}");
+    assert_eq!(first["fields"]["message"], "history store open", "{first}");
+    let listening = lines.find(|l| l.as_ref().unwrap().contains("listening"));
+    assert!(listening.is_some());
+    let pid = Pid::from_raw(i32::try_from(child.0.id()).unwrap());
+    kill(pid, Signal::SIGTERM).unwrap();
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
