@@ -1,15 +1,19 @@
 //! [`Monitor`]: configuration, scheduler and health model wired together.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::{CheckConfig, MonitorConfig, TargetConfig};
-use crate::health::{HealthModel, HealthState, StateChange, Summary, TargetHealth};
+use crate::health::{HealthModel, HealthState, SCORE_WINDOW, StateChange, Summary, TargetHealth};
 use crate::heartbeat::{HeartbeatProbe, HeartbeatTracker, UnknownToken};
 use crate::probe::{self, Probe};
 use crate::scheduler::{Limits, ProbeReport, ScheduledTarget, Scheduler};
+use crate::store::{Batch, ResultRecord, StateChangeRecord, Store, StoreError};
 
 /// Events kept for a slow subscriber before it starts missing some.
 const EVENT_BUFFER: usize = 1024;
@@ -44,19 +48,33 @@ const EVENT_BUFFER: usize = 1024;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct Monitor {
     model: Arc<Mutex<HealthModel>>,
     changes: broadcast::Sender<StateChange>,
     results: broadcast::Sender<ProbeReport>,
     heartbeats: HeartbeatTracker,
-    _scheduler: Scheduler,
-    router: JoinHandle<()>,
+    // Taken (under the lock, never held across an await) by `shutdown`.
+    scheduler: Mutex<Option<Scheduler>>,
+    router: Mutex<Option<JoinHandle<()>>>,
+    store: Option<Arc<dyn Store>>,
+    store_failures: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("model", &self.model)
+            .field("running", &self.is_running())
+            .field("store", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        self.router.abort();
+        if let Some(router) = take(&self.router) {
+            router.abort();
+        }
     }
 }
 
@@ -76,22 +94,77 @@ impl Monitor {
     /// chosen wall-clock time, say, for tests on paused time). The tracker should hold the
     /// configuration's heartbeat targets.
     pub fn with_tracker(config: &MonitorConfig, limits: Limits, tracker: HeartbeatTracker) -> Self {
-        let probes = tracker.clone();
-        let mut monitor = Self::with_probes(config, limits, move |t| match &t.check {
-            CheckConfig::Heartbeat(_) => Arc::new(HeartbeatProbe::new(probes.clone(), &t.name)),
-            check => Arc::from(probe::for_check(check)),
-        });
+        let mut monitor = Self::with_probes(config, limits, default_probes(tracker.clone()));
         monitor.heartbeats = tracker;
         monitor
+    }
+
+    /// Like [`with_tracker`](Self::with_tracker), keeping history in `store`: the daemon's
+    /// constructor. See [`with_store`](Self::with_store).
+    pub async fn with_tracker_and_store(
+        config: &MonitorConfig,
+        limits: Limits,
+        tracker: HeartbeatTracker,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StoreError> {
+        let probes = default_probes(tracker.clone());
+        let mut monitor = Self::with_store(config, limits, probes, store).await?;
+        monitor.heartbeats = tracker;
+        Ok(monitor)
+    }
+
+    /// Starts probing like [`with_probes`](Self::with_probes), keeping history in `store`.
+    ///
+    /// Before the first probe, each target is restored from the store: its last recorded state
+    /// and its last [`SCORE_WINDOW`] results (see [`HealthModel::restore`]), so a target that
+    /// was unhealthy when the process died is unhealthy at once, and its open incident
+    /// continues. Every result and the state changes it caused are then written to the store
+    /// **before** they are published to subscribers: what a subscriber sees is durable. A write
+    /// that fails is retried with backoff (100 ms doubling to 5 s) until it succeeds; meanwhile
+    /// later results wait in the scheduler's queue, which grows by one result per target
+    /// interval ([`store_failures`](Self::store_failures) counts the failed attempts).
+    pub async fn with_store(
+        config: &MonitorConfig,
+        limits: Limits,
+        make_probe: impl FnMut(&TargetConfig) -> Arc<dyn Probe>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StoreError> {
+        let mut model = HealthModel::new(&config.targets);
+        let states = store.last_states().await?;
+        for t in &config.targets {
+            let state = states
+                .iter()
+                .find(|s| s.target == t.name)
+                .map_or(HealthState::Unknown, |s| s.state);
+            let recent = store.latest_results(&t.name, SCORE_WINDOW).await?;
+            model.restore(&t.name, state, &recent);
+        }
+        Ok(Self::build(config, limits, make_probe, model, Some(store)))
     }
 
     /// Starts probing with probes made by `make_probe` (say, fakes in tests) and the given limits.
     pub fn with_probes(
         config: &MonitorConfig,
         limits: Limits,
-        mut make_probe: impl FnMut(&TargetConfig) -> Arc<dyn Probe>,
+        make_probe: impl FnMut(&TargetConfig) -> Arc<dyn Probe>,
     ) -> Self {
-        let model = Arc::new(Mutex::new(HealthModel::new(&config.targets)));
+        Self::build(
+            config,
+            limits,
+            make_probe,
+            HealthModel::new(&config.targets),
+            None,
+        )
+    }
+
+    fn build(
+        config: &MonitorConfig,
+        limits: Limits,
+        mut make_probe: impl FnMut(&TargetConfig) -> Arc<dyn Probe>,
+        model: HealthModel,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
+        let model = Arc::new(Mutex::new(model));
         let (changes, _) = broadcast::channel(EVENT_BUFFER);
         let (results, _) = broadcast::channel(EVENT_BUFFER);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -109,20 +182,66 @@ impl Monitor {
             })
             .collect();
         let scheduler = Scheduler::start(targets, limits, tx);
+        let store_failures = Arc::new(AtomicU64::new(0));
         let router = tokio::spawn(route(
             rx,
-            Arc::clone(&model),
-            changes.clone(),
-            results.clone(),
+            Router {
+                model: Arc::clone(&model),
+                changes: changes.clone(),
+                results: results.clone(),
+                store: store.clone(),
+                failures: Arc::clone(&store_failures),
+            },
         ));
         Monitor {
             model,
             changes,
             results,
             heartbeats: HeartbeatTracker::from_config(config),
-            _scheduler: scheduler,
-            router,
+            scheduler: Mutex::new(Some(scheduler)),
+            router: Mutex::new(Some(router)),
+            store,
+            store_failures,
         }
+    }
+
+    /// Stops gracefully: no new probe starts, probes in flight may finish until `grace` has
+    /// passed (then they are cancelled), and every result they produced is written to the store
+    /// and published before this returns (unless the store is still failing at the deadline).
+    /// A second call returns at once.
+    pub async fn shutdown(&self, grace: Duration) {
+        let until = Instant::now() + grace;
+        let scheduler = take(&self.scheduler);
+        if let Some(scheduler) = scheduler {
+            scheduler.stop(until).await;
+        }
+        // The router ends once the last probe's sender is gone and its queue is drained.
+        let router = take(&self.router);
+        if let Some(mut router) = router
+            && tokio::time::timeout_at(until, &mut router).await.is_err()
+        {
+            router.abort();
+        }
+    }
+
+    /// True while probes are being scheduled and results routed (false after a
+    /// [`shutdown`](Self::shutdown) began or if the router died).
+    pub fn is_running(&self) -> bool {
+        let scheduling = lock(&self.scheduler).is_some();
+        scheduling
+            && lock(&self.router)
+                .as_ref()
+                .is_some_and(|r| !r.is_finished())
+    }
+
+    /// The store results are written to, if any.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    /// Store writes that failed and were retried since the start.
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures.load(Ordering::Relaxed)
     }
 
     /// Records a heartbeat with `token` (what `POST /api/heartbeat/{token}` does) and returns
@@ -166,22 +285,62 @@ impl Monitor {
     }
 }
 
-/// Feeds each result to the model, then publishes the changes it caused and the result.
-async fn route(
-    mut rx: mpsc::UnboundedReceiver<ProbeReport>,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
+    lock(m).take()
+}
+
+/// The probes a configuration asks for, heartbeat targets evaluated against `tracker`.
+fn default_probes(tracker: HeartbeatTracker) -> impl FnMut(&TargetConfig) -> Arc<dyn Probe> {
+    move |t| match &t.check {
+        CheckConfig::Heartbeat(_) => Arc::new(HeartbeatProbe::new(tracker.clone(), &t.name)),
+        check => Arc::from(probe::for_check(check)),
+    }
+}
+
+/// Where the router sends what it routes.
+struct Router {
     model: Arc<Mutex<HealthModel>>,
     changes: broadcast::Sender<StateChange>,
     results: broadcast::Sender<ProbeReport>,
-) {
+    store: Option<Arc<dyn Store>>,
+    failures: Arc<AtomicU64>,
+}
+
+/// Feeds each result to the model, writes it and the changes it caused to the store (if any),
+/// then publishes them.
+async fn route(mut rx: mpsc::UnboundedReceiver<ProbeReport>, to: Router) {
     while let Some(report) = rx.recv().await {
-        let caused = model
+        let caused = to
+            .model
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .record(&report.target, &report.result);
+        if let Some(store) = &to.store {
+            let now = SystemTime::now();
+            let batch = caused.iter().fold(
+                Batch::new().result(ResultRecord::new(&report.target, now, &report.result)),
+                |batch, change| batch.change(StateChangeRecord::new(now, change)),
+            );
+            write_until_stored(store.as_ref(), batch, &to.failures).await;
+        }
         for change in caused {
             // No subscriber is fine: the change is in the model either way.
-            let _ = changes.send(change);
+            let _ = to.changes.send(change);
         }
-        let _ = results.send(report);
+        let _ = to.results.send(report);
+    }
+}
+
+/// Writes `batch`, retrying with backoff until the store acknowledges it.
+async fn write_until_stored(store: &dyn Store, batch: Batch, failures: &AtomicU64) {
+    let mut backoff = Duration::from_millis(100);
+    while store.write(batch.clone()).await.is_err() {
+        failures.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

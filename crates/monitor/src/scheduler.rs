@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -152,6 +152,7 @@ pub fn jitter_offset(name: &str, interval: Duration) -> Duration {
 #[derive(Debug)]
 pub struct Scheduler {
     tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
 }
 
 impl Drop for Scheduler {
@@ -173,6 +174,7 @@ impl Scheduler {
         let global = Arc::new(Semaphore::new(limits.max_concurrent));
         let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
         let start = Instant::now();
+        let (stop, stopped) = watch::channel(false);
         let tasks = targets
             .into_iter()
             .map(|target| {
@@ -186,10 +188,24 @@ impl Scheduler {
                     global: Arc::clone(&global),
                     host,
                 };
-                tokio::spawn(run_target(target, first, slots, results.clone()))
+                let stopped = stopped.clone();
+                tokio::spawn(run_target(target, first, slots, results.clone(), stopped))
             })
             .collect();
-        Scheduler { tasks }
+        Scheduler { tasks, stop }
+    }
+
+    /// Stops scheduling: no new probe starts; probes in flight may finish until `until`, when
+    /// the rest are cancelled. Returns once every target's loop has ended, so every result
+    /// produced has been sent.
+    pub async fn stop(mut self, until: Instant) {
+        let _ = self.stop.send(true);
+        for mut task in std::mem::take(&mut self.tasks) {
+            if tokio::time::timeout_at(until, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
     }
 }
 
@@ -206,12 +222,18 @@ async fn run_target(
     first: Instant,
     slots: Slots,
     results: mpsc::UnboundedSender<ProbeReport>,
+    mut stopped: watch::Receiver<bool>,
 ) {
     let mut ticks = tokio::time::interval_at(first, target.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut in_flight = JoinSet::new();
     loop {
-        let scheduled = ticks.tick().await;
+        let scheduled = tokio::select! {
+            biased;
+            // A closed channel means the scheduler is gone: stop all the same.
+            _ = stopped.wait_for(|&stop| stop) => break,
+            scheduled = ticks.tick() => scheduled,
+        };
         while in_flight.try_join_next().is_some() {}
         if !in_flight.is_empty() {
             continue;
@@ -250,4 +272,6 @@ async fn run_target(
             });
         });
     }
+    // Stopping: let the probe in flight finish (the caller bounds how long).
+    while in_flight.join_next().await.is_some() {}
 }

@@ -237,3 +237,38 @@ async fn dropping_the_scheduler_stops_every_probe() {
     // Every sender was owned by the scheduler's tasks: the channel closes.
     assert!(rx.recv().await.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn stop_lets_the_probe_in_flight_finish_within_the_deadline_and_starts_no_more() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start = Instant::now();
+    // Interval 10 s, first probe at the jitter offset, each taking 3 s.
+    let t = target("api", "h:1", 10, 5, Sleepy::new(Duration::from_secs(3)));
+    let first = start + jitter_offset("api", Duration::from_secs(10));
+    let scheduler = Scheduler::start(vec![t], Limits::default(), tx);
+    tokio::time::sleep_until(first + Duration::from_secs(1)).await;
+    scheduler
+        .stop(Instant::now() + Duration::from_secs(5))
+        .await;
+    // The probe in flight finished (2 s later) and its result was sent; the channel is closed.
+    assert_eq!(Instant::now(), first + Duration::from_secs(3));
+    assert!(rx.recv().await.unwrap().result.is_success());
+    assert!(rx.recv().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_cancels_a_probe_still_running_at_the_deadline() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start = Instant::now();
+    let t = target("api", "h:1", 10, 5, Sleepy::new(Duration::from_secs(3)));
+    let first = start + jitter_offset("api", Duration::from_secs(10));
+    let scheduler = Scheduler::start(vec![t], Limits::default(), tx);
+    tokio::time::sleep_until(first + Duration::from_secs(1)).await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    scheduler.stop(deadline).await;
+    assert_eq!(Instant::now(), deadline);
+    assert!(
+        rx.recv().await.is_none(),
+        "no result from the cancelled probe"
+    );
+}

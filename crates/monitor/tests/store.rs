@@ -418,3 +418,37 @@ async fn a_corrupt_or_unopenable_file_is_refused_with_its_path() {
         assert!(text.contains(why), "{text}");
     }
 }
+
+#[tokio::test]
+async fn api_targets_are_kept_replaced_and_deleted_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.db");
+    let t0 = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let store = SqliteStore::open(&path, SqliteConfig::default())
+        .await
+        .unwrap();
+    store
+        .put_api_target("a", r#"{"name":"a"}"#, t0)
+        .await
+        .unwrap();
+    store
+        .put_api_target("b", r#"{"name":"b"}"#, t0)
+        .await
+        .unwrap();
+    let later = t0 + Duration::from_secs(60);
+    store
+        .put_api_target("a", r#"{"name":"a","group":"g"}"#, later)
+        .await
+        .unwrap();
+    assert!(store.delete_api_target("b").await.unwrap());
+    assert!(!store.delete_api_target("b").await.unwrap());
+    store.close().await;
+
+    let store = SqliteStore::open(&path, SqliteConfig::default())
+        .await
+        .unwrap();
+    let all = store.api_targets().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].definition, r#"{"name":"a","group":"g"}"#);
+    assert_eq!((all[0].created, all[0].updated), (t0, later));
+}

@@ -3,6 +3,8 @@
 //! A thin `main` over [`run`]: it parses the command line, runs the command, and turns an error into
 //! a message on standard error and an exit code (1 for a failure, 2 for bad input).
 
+mod serve;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,6 +30,8 @@ enum Command {
     },
     /// Load-test a target: open model (`--rate`) or closed (`--vus`), with thresholds.
     Load(Box<rampart_load::cli::LoadArgs>),
+    /// Run the monitor daemon: probes, history store, HTTP API; stops cleanly on SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// How a command ended badly.
@@ -36,6 +40,8 @@ enum Failure {
     Input(anyhow::Error),
     /// The command reported its own outcome and chose this exit code.
     Exit(u8),
+    /// Something failed while running (exit code 1).
+    Runtime(anyhow::Error),
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -44,6 +50,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             0 => Ok(()),
             code => Err(Failure::Exit(code)),
         },
+        Command::Serve(args) => serve::run(args),
         Command::Check { file } => {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             if MonitorConfig::looks_like(&text) {
@@ -85,5 +92,9 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Exit(code)) => ExitCode::from(code),
+        Err(Failure::Runtime(e)) => {
+            eprintln!("rampart: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -33,6 +33,7 @@ mod checks;
 mod parse;
 mod secret;
 mod sections;
+mod serve;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,7 @@ pub use self::checks::{
     PostgresCheck, RedisCheck, TlsCheck,
 };
 pub use self::secret::Secret;
+pub use self::serve::{DEFAULT_LISTEN, DEFAULT_STORE_PATH, ServerConfig, StoreConfig};
 use hyper::{Method, Uri};
 pub use rampart_resilience::{ConfigError, ConfigProblem};
 use regex::Regex;
@@ -71,6 +73,10 @@ pub struct MonitorConfig {
     /// Every target, in file order. Names are unique; dependencies name existing targets and
     /// form no cycle.
     pub targets: Vec<TargetConfig>,
+    /// `[server]`, if the file has one (`rampart serve` uses the defaults otherwise).
+    pub server: Option<ServerConfig>,
+    /// `[store]`, if the file has one (`rampart serve` uses the defaults otherwise).
+    pub store: Option<StoreConfig>,
 }
 
 /// One monitored target.
@@ -354,24 +360,34 @@ impl MonitorConfig {
             nodes.iter().map(|n| n.path.as_str()).zip(&targets),
             &mut errors,
         );
-        errors.into_result(MonitorConfig { targets })
+        errors.into_result(MonitorConfig {
+            targets,
+            server: None,
+            store: None,
+        })
     }
 
     /// Reads and validates a configuration from TOML text; `origin` names it in error messages.
     #[allow(clippy::should_implement_trait)] // `FromStr` has no room for the origin.
     pub fn from_str(text: &str, origin: Option<&str>) -> Result<Self, ConfigError> {
-        let mut errors = ConfigError::new(origin);
-        let table: toml::Table = match text.parse() {
-            Ok(t) => t,
+        match text.parse::<toml::Table>() {
+            Ok(table) => Self::from_table(&table, origin),
             Err(e) => {
-                let e: toml::de::Error = e;
+                let mut errors = ConfigError::new(origin);
                 errors.push("(syntax)", e.to_string().trim().to_owned());
-                return Err(errors);
+                Err(errors)
             }
-        };
+        }
+    }
+
+    /// Validates a configuration already parsed as a TOML table (say, a file's table with
+    /// targets added to it); `origin` names it in error messages.
+    pub fn from_table(table: &toml::Table, origin: Option<&str>) -> Result<Self, ConfigError> {
+        let mut errors = ConfigError::new(origin);
         let mut defaults = RawDefaults::default();
+        let (mut server, mut store) = (None, None);
         let mut raw_targets = Vec::new();
-        for (key, value) in &table {
+        for (key, value) in table {
             match key.as_str() {
                 "defaults" => {
                     defaults = read_lenient(key, value, &mut errors).unwrap_or_default();
@@ -393,7 +409,12 @@ impl MonitorConfig {
                         ),
                     ),
                 },
-                _ => errors.push(key.as_str(), "unknown key; expected `defaults` or `target`"),
+                "server" => server = serve::server(value, &mut errors),
+                "store" => store = serve::store(value, &mut errors),
+                _ => errors.push(
+                    key.as_str(),
+                    "unknown key; expected `defaults`, `target`, `server` or `store`",
+                ),
             }
         }
         let mut targets = Vec::new();
@@ -412,7 +433,22 @@ impl MonitorConfig {
         validate::check_graph(&nodes, &mut errors);
         sections::unique_tokens(targets.iter().map(|(p, t)| (p.as_str(), t)), &mut errors);
         let targets = targets.into_iter().map(|(_, t)| t).collect();
-        errors.into_result(MonitorConfig { targets })
+        errors.into_result(MonitorConfig {
+            targets,
+            server,
+            store,
+        })
+    }
+
+    /// The same configuration with `server` and `store` sections (for tests and embedding).
+    pub fn with_sections(
+        mut self,
+        server: Option<ServerConfig>,
+        store: Option<StoreConfig>,
+    ) -> Self {
+        self.server = server;
+        self.store = store;
+        self
     }
 
     /// Reads and validates a configuration file.

@@ -339,3 +339,48 @@ fn postgres_sections_take_the_url_one_way_and_report_every_problem() {
         assert!(has(&p, path, needle), "{path}: {p:#?}");
     }
 }
+
+const ONE_TARGET: &str =
+    "[[target]]\nname = \"db\"\nkind = \"tcp\"\n[target.tcp]\naddress = \"h:1\"\n";
+
+#[test]
+fn server_and_store_sections_are_read_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:9090\"\nwrite_token_file = {token:?}\n\
+         [store]\npath = \"h.db\"\nretention = {{ raw = \"2d\" }}\n{ONE_TARGET}"
+    );
+    let c = MonitorConfig::from_str(&text, None).unwrap();
+    let server = c.server.unwrap();
+    assert_eq!(server.listen.port(), 9090);
+    assert_eq!(server.write_token.unwrap().expose(), "s3cret");
+    let store = c.store.unwrap();
+    assert_eq!(store.path, std::path::Path::new("h.db"));
+    assert_eq!(store.retention.raw, Duration::from_secs(2 * 86_400));
+    assert_eq!(
+        store.retention.minute,
+        crate::store::Retention::default().minute
+    );
+
+    let c = MonitorConfig::from_str(&format!("[server]\n{ONE_TARGET}"), None).unwrap();
+    assert_eq!(c.server.unwrap(), ServerConfig::default());
+    assert!(c.store.is_none());
+}
+
+#[test]
+fn server_and_store_problems_are_reported_with_their_paths() {
+    let p = problems(&format!(
+        "[server]\nlisten = \"nowhere\"\nwrite_token_env = \"RAMPART_TEST_NO_SUCH_VAR\"\nport = 1\n\
+         [store]\npath = \"\"\nretention = {{ raw = \"soon\" }}\n{ONE_TARGET}"
+    ));
+    assert!(has(&p, "server.listen", "127.0.0.1:8080"), "{p:?}");
+    assert!(
+        has(&p, "server.write_token_env", "RAMPART_TEST_NO_SUCH_VAR"),
+        "{p:?}"
+    );
+    assert!(has(&p, "server.port", "unknown field"), "{p:?}");
+    assert!(has(&p, "store.path", "empty"), "{p:?}");
+    assert!(has(&p, "store.retention.raw", ""), "{p:?}");
+}

@@ -55,6 +55,7 @@ use std::time::Duration;
 
 use crate::config::{TargetConfig, Thresholds};
 use crate::probe::{ProbeOutcome, ProbeResult};
+use crate::store::ResultRecord;
 
 /// How many recent results refine a target's score.
 pub const SCORE_WINDOW: usize = 10;
@@ -268,6 +269,36 @@ impl HealthModel {
             ProbeOutcome::Success => None,
         };
         self.propagate(i, failure)
+    }
+
+    /// Restores `target` after a restart, from its last stored shown `state` and its `recent`
+    /// results (oldest first, at most [`SCORE_WINDOW`] are used): rebuilds the score window, the
+    /// runs of failures or successes and the last latency, sets its own state to `state`, and
+    /// recomputes every shown state **without reporting changes**: the store already holds them.
+    ///
+    /// For a target stored as unreachable, its own state is worked out by replaying `recent`,
+    /// and the dependency logic decides what is shown once its parents are restored. An unknown
+    /// name changes nothing.
+    pub fn restore(&mut self, target: &str, state: HealthState, recent: &[ResultRecord]) {
+        let Some(&i) = self.index.get(target) else {
+            return;
+        };
+        let e = &mut self.entries[i];
+        e.own = HealthState::Unknown;
+        e.failures = 0;
+        e.successes = 0;
+        e.recent.clear();
+        let skip = recent.len().saturating_sub(SCORE_WINDOW);
+        for r in &recent[skip..] {
+            e.recent.push_back(r.is_success());
+            e.last_latency = Some(r.latency);
+            // Replayed only for the counters (and the own state of an unreachable target).
+            e.own = next_state(e, r.is_success(), r.latency, false);
+        }
+        if state != HealthState::Unreachable {
+            e.own = state;
+        }
+        self.propagate(i, None);
     }
 
     /// Recomputes the shown state of every target (a fixpoint over the dependency graph, which is

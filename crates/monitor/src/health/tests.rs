@@ -310,3 +310,56 @@ proptest! {
         }
     }
 }
+
+fn records(target: &str, results: &[ProbeResult]) -> Vec<ResultRecord> {
+    results
+        .iter()
+        .map(|r| ResultRecord::new(target, std::time::SystemTime::UNIX_EPOCH, r))
+        .collect()
+}
+
+#[test]
+fn restored_target_matches_one_that_saw_the_same_results_and_reports_no_change() {
+    let history = [ok(), ok(), fail(), ok(), fail(), fail(), fail(), fail()];
+    let t = tcp("a").with_thresholds(Thresholds::new(3, 2));
+    let mut live = model_of(t.clone());
+    run(&mut live, &history);
+    let mut restored = model_of(t);
+    restored.restore("a", Unhealthy, &records("a", &history));
+    assert_eq!(restored.target("a"), live.target("a"));
+    assert_eq!(restored.score("a"), live.score("a"));
+    // Still unhealthy: another failure changes nothing, and recovery goes through recovering.
+    assert!(restored.record("a", &fail()).is_empty());
+    let back = restored.record("a", &ok());
+    assert_eq!((back[0].from, back[0].to), (Unhealthy, Recovering));
+}
+
+#[test]
+fn restored_states_are_trusted_over_a_short_window() {
+    // Twelve failures in a row but only the last ten kept: the stored state still says unhealthy.
+    let mut m = model_of(tcp("a").with_thresholds(Thresholds::new(12, 1)));
+    m.restore("a", Unhealthy, &records("a", &vec![fail(); 12]));
+    let a = m.target("a").unwrap();
+    assert_eq!((a.state, a.consecutive_failures), (Unhealthy, 10));
+    assert_eq!(a.score, Some(0));
+}
+
+#[test]
+fn restored_unreachable_child_follows_its_restored_parent() {
+    let mut m = HealthModel::new(&[tcp("db"), tcp("api").depends_on("db")]);
+    m.restore("api", Unreachable, &records("api", &[ok(), ok()]));
+    m.restore("db", Unhealthy, &records("db", &[fail(), fail(), fail()]));
+    let api = m.target("api").unwrap();
+    assert_eq!((api.state, api.own_state), (Unreachable, Healthy));
+    assert_eq!(api.unreachable_via.as_deref(), Some("db"));
+    // The parent's recovery shows the child's own state at once.
+    let changes = m.record("db", &ok());
+    assert!(changes.iter().any(|c| c.target == "api" && c.to == Healthy));
+}
+
+#[test]
+fn restoring_an_unknown_target_changes_nothing() {
+    let mut m = model_of(tcp("a"));
+    m.restore("zz", Unhealthy, &[]);
+    assert_eq!(m.state("a"), Some(Unknown));
+}

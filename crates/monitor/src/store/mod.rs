@@ -21,7 +21,7 @@
 //! - **Retention** per level ([`Retention`]: raw 7 days, 1-minute 30 days, 1-hour 365 days, 1-day
 //!   forever by default), applied by [`Store::sweep`] in bounded batches.
 //!
-//! The guide is `docs/monitor-store.md`. See [`SqliteStore`] for an example.
+//! The guide is the "History store" section of `docs/monitor.md`. See [`SqliteStore`] for an example.
 
 mod config;
 mod error;
@@ -40,7 +40,7 @@ use std::time::SystemTime;
 
 pub use config::{MAX_POINTS, RAW_RANGE, Resolution, Retention, SqliteConfig};
 pub use error::StoreError;
-pub use record::{Batch, Incident, ResultRecord, StateChangeRecord, TargetState};
+pub use record::{ApiTarget, Batch, Incident, ResultRecord, StateChangeRecord, TargetState};
 pub use rollup::{LatencyHistogram, Level, QUANTILE_RELATIVE_ERROR, Rollup};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::{SqliteStore, WriterStats};
@@ -90,6 +90,16 @@ pub trait Store: Send + Sync {
     /// Deletes raw results and rollups older than the store's [`Retention`] allows at `now`, in
     /// bounded batches so writes go on meanwhile. State changes and incidents are kept.
     fn sweep(&self, now: SystemTime) -> StoreFuture<'_, SweepReport>;
+
+    /// Every target created through the API, by name.
+    fn api_targets(&self) -> StoreFuture<'_, Vec<ApiTarget>>;
+
+    /// Creates or replaces the API target `name` with `definition` at `at` (a replaced target
+    /// keeps its creation time). Durable when it returns `Ok`.
+    fn put_api_target(&self, name: &str, definition: &str, at: SystemTime) -> StoreFuture<'_, ()>;
+
+    /// Deletes the API target `name`; `false` if there was none. Its history stays.
+    fn delete_api_target(&self, name: &str) -> StoreFuture<'_, bool>;
 }
 
 /// What a [`Store::sweep`] deleted.
@@ -101,8 +111,3 @@ pub struct SweepReport {
     /// Rollup rows deleted per level (levels kept forever are absent).
     pub rollups: Vec<(Level, u64)>,
 }
-
-/// The store guide, `docs/monitor-store.md`: its examples run as doc tests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../../docs/monitor-store.md")]
-struct StoreGuide;

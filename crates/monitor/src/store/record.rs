@@ -178,6 +178,20 @@ pub struct TargetState {
     pub incident: Option<Incident>,
 }
 
+/// A target created through the HTTP API, kept so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiTarget {
+    /// The target's name.
+    pub name: String,
+    /// Its definition: a JSON object shaped like a `[[target]]` table.
+    pub definition: String,
+    /// When it was created.
+    pub created: SystemTime,
+    /// When it was last replaced.
+    pub updated: SystemTime,
+}
+
 /// Unix milliseconds of `t` (negative before 1970).
 pub(crate) fn to_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {

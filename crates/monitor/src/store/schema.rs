@@ -83,8 +83,18 @@ const V3: &str = "
 ALTER TABLE results ADD COLUMN query_us INTEGER;
 ";
 
+/// Version 4: targets created through the HTTP API, kept as their JSON definitions.
+const V4: &str = "
+CREATE TABLE api_targets (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+";
+
 /// Every migration, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::config::SqliteConfig;
 use super::error::StoreError;
 use super::record::{
-    Batch, Incident, ResultRecord, TargetState, failure_kind, from_ms, from_us, health_state, to_ms,
+    ApiTarget, Batch, Incident, ResultRecord, TargetState, failure_kind, from_ms, from_us,
+    health_state, to_ms,
 };
 use super::rollup::{Level, Rollup};
 use super::schema::{self, MigrateError, SCHEMA_VERSION};
@@ -391,6 +392,62 @@ impl Store for SqliteStore {
             }
             Ok(states)
         }))
+    }
+
+    fn api_targets(&self) -> StoreFuture<'_, Vec<ApiTarget>> {
+        Box::pin(self.read(|conn, path| {
+            let read = |e| StoreError::read(path, e);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, definition, created_ms, updated_ms FROM api_targets \
+                     ORDER BY name",
+                )
+                .map_err(read)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ApiTarget {
+                        name: r.get(0)?,
+                        definition: r.get(1)?,
+                        created: from_ms(r.get(2)?),
+                        updated: from_ms(r.get(3)?),
+                    })
+                })
+                .map_err(read)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(read)
+        }))
+    }
+
+    fn put_api_target(&self, name: &str, definition: &str, at: SystemTime) -> StoreFuture<'_, ()> {
+        let params = vec![
+            Value::Text(name.to_owned()),
+            Value::Text(definition.to_owned()),
+            Value::Integer(to_ms(at)),
+        ];
+        Box::pin(async move {
+            self.send(|reply| Command::Execute {
+                sql: "INSERT INTO api_targets (name, definition, created_ms, updated_ms) \
+                      VALUES (?1, ?2, ?3, ?3) ON CONFLICT (name) DO UPDATE SET \
+                      definition = excluded.definition, updated_ms = excluded.updated_ms",
+                params,
+                reply,
+            })
+            .await
+            .map(drop)
+        })
+    }
+
+    fn delete_api_target(&self, name: &str) -> StoreFuture<'_, bool> {
+        let params = vec![Value::Text(name.to_owned())];
+        Box::pin(async move {
+            let deleted = self
+                .send(|reply| Command::Execute {
+                    sql: "DELETE FROM api_targets WHERE name = ?1",
+                    params,
+                    reply,
+                })
+                .await?;
+            Ok(deleted > 0)
+        })
     }
 
     fn sweep(&self, now: SystemTime) -> StoreFuture<'_, SweepReport> {

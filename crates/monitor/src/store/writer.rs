@@ -33,6 +33,12 @@ pub(crate) enum Command {
         limit: usize,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
+    /// Run one statement with `params` in its own transaction; reply with the rows it changed.
+    Execute {
+        sql: &'static str,
+        params: Vec<rusqlite::types::Value>,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// What the writer has done, shared with the store's handle.
@@ -67,6 +73,13 @@ pub(crate) fn run(
                 rows.0.clear();
                 let r =
                     sweep(&mut conn, table, before_ms, limit).map_err(|e| write_error(&path, e));
+                let _ = reply.send(r);
+                continue;
+            }
+            Command::Execute { sql, params, reply } => {
+                let r = conn
+                    .execute(sql, rusqlite::params_from_iter(params))
+                    .map_err(|e| write_error(&path, e));
                 let _ = reply.send(r);
                 continue;
             }
