@@ -112,6 +112,10 @@ pub struct LoadArgs {
     /// Write a self-contained HTML report to this file.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Worker threads of the runtime that sends the load (default: one per core). The dispatcher
+    /// of the open model is a thread of its own besides these.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// Reads a numeric flag. A bad one is reported under its config key and replaced by 1, a valid
@@ -248,10 +252,11 @@ impl LoadArgs {
 
 /// Runs `rampart load` on a runtime of its own and returns the exit code.
 pub fn run(args: LoadArgs) -> u8 {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        builder.worker_threads(usize::from(n));
+    }
+    match builder.enable_all().build() {
         Ok(rt) => rt.block_on(run_async(args)),
         Err(e) => {
             eprintln!("rampart load: cannot start the runtime: {e}");

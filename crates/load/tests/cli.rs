@@ -249,3 +249,16 @@ headers = {{ authorization = "Bearer ${{token}}" }}
     let names: Vec<&str> = report.requests.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["login", "me"]);
 }
+
+#[test]
+fn threads_sizes_the_runtime_and_refuses_zero_or_words() {
+    use clap::Parser;
+    use rampart_load::cli::LoadArgs;
+    let parse = |t: &str| LoadArgs::try_parse_from(["rampart load", "http://x/", "--threads", t]);
+    assert_eq!(parse("1").unwrap().threads, Some(1));
+    assert_eq!(parse("16").unwrap().threads, Some(16));
+    for bad in ["0", "two", "-1", "5000"] {
+        assert!(parse(bad).is_err(), "--threads {bad} was accepted");
+    }
+    assert_eq!(common::args(&["http://x/"]).threads, None);
+}
