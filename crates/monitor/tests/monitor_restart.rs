@@ -10,8 +10,9 @@
 
 mod common;
 
+mod reexec;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -88,15 +89,6 @@ impl Probe for Passing {
     }
 }
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn unhealthy_target_and_its_incident_survive_kill_9_of_the_monitor() {
     if let Ok(path) = std::env::var(DAEMON_ENV) {
@@ -105,15 +97,7 @@ fn unhealthy_target_and_its_incident_survive_kill_9_of_the_monitor() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-            .env(DAEMON_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = reexec::spawn_self(TEST_NAME, DAEMON_ENV, &path);
     let child = &mut child.0;
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
     let (mut acked, mut unhealthy, mut killed) = (0, false, false);

@@ -6,9 +6,10 @@
 //! the parent kills it with SIGKILL mid-stream, reopens the file and checks every acknowledged
 //! write is there and the target is still down with its incident open.
 
+mod reexec;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -105,16 +106,6 @@ fn run_writer(path: String) {
     });
 }
 
-/// Kills the writer if the test fails before it does, so no process outlives the test.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn acknowledged_writes_and_the_open_incident_survive_kill_9() {
     if let Ok(path) = std::env::var(WRITER_ENV) {
@@ -123,15 +114,7 @@ fn acknowledged_writes_and_the_open_incident_survive_kill_9() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-            .env(WRITER_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = reexec::spawn_self(TEST_NAME, WRITER_ENV, &path);
     let child = &mut child.0;
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
     let mut acked = BTreeSet::new();
