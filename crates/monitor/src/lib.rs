@@ -53,6 +53,7 @@
 //! # }
 //! ```
 
+pub mod alert;
 pub mod config;
 pub mod health;
 pub mod heartbeat;
