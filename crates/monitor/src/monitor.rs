@@ -280,6 +280,11 @@ impl Monitor {
         self.model().target(target)
     }
 
+    /// The health model, shared (for the alert engine, which reads states and scores).
+    pub(crate) fn model_handle(&self) -> Arc<Mutex<HealthModel>> {
+        Arc::clone(&self.model)
+    }
+
     fn model(&self) -> MutexGuard<'_, HealthModel> {
         self.model.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -4,13 +4,28 @@
 //!
 //! The guide is `docs/alerting.md`.
 
+pub mod engine;
+pub mod matcher;
 pub mod model;
 pub mod notify;
+pub mod route;
+pub mod rule;
+mod service;
+pub mod silence;
 
+pub use engine::{
+    AckError, AlertEngine, AlertState, AlertView, EngineConfig, EngineStats, EscalationPolicy,
+    EscalationTier, TargetInfo,
+};
+pub use matcher::{MatchOp, Matcher};
 pub use model::{
     Acknowledgement, AlertSnapshot, AlertStatus, Fingerprint, Labels, Notification, Severity,
 };
 pub use notify::{Notifier, NotifyError};
+pub use route::{GroupBy, Route};
+pub use rule::{Condition, Rule, Template, default_rules};
+pub use service::{AlertService, EVALUATE_EVERY};
+pub use silence::{MaintenanceWindow, Schedule, Silence};
 
 use crate::store::StoreFuture;
 

@@ -100,7 +100,7 @@ impl TryFrom<String> for Fingerprint {
 }
 
 /// Whether an alert is firing or has resolved, as notifications report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
     /// The condition holds (past its `for` duration).
