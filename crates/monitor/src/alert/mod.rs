@@ -4,6 +4,7 @@
 //!
 //! The guide is `docs/alerting.md`.
 
+pub mod config;
 pub mod engine;
 pub mod matcher;
 pub mod model;

@@ -30,7 +30,7 @@
 //! ```
 
 mod checks;
-mod parse;
+pub(crate) mod parse;
 mod secret;
 mod sections;
 mod serve;
@@ -77,6 +77,8 @@ pub struct MonitorConfig {
     pub server: Option<ServerConfig>,
     /// `[store]`, if the file has one (`rampart serve` uses the defaults otherwise).
     pub store: Option<StoreConfig>,
+    /// `[alerting]`, if the file has one (no alerts are evaluated otherwise).
+    pub alerting: Option<crate::alert::config::AlertingConfig>,
 }
 
 /// One monitored target.
@@ -364,6 +366,7 @@ impl MonitorConfig {
             targets,
             server: None,
             store: None,
+            alerting: None,
         })
     }
 
@@ -385,7 +388,7 @@ impl MonitorConfig {
     pub fn from_table(table: &toml::Table, origin: Option<&str>) -> Result<Self, ConfigError> {
         let mut errors = ConfigError::new(origin);
         let mut defaults = RawDefaults::default();
-        let (mut server, mut store) = (None, None);
+        let (mut server, mut store, mut alerting) = (None, None, None);
         let mut raw_targets = Vec::new();
         for (key, value) in table {
             match key.as_str() {
@@ -411,9 +414,10 @@ impl MonitorConfig {
                 },
                 "server" => server = serve::server(value, &mut errors),
                 "store" => store = serve::store(value, &mut errors),
+                "alerting" => alerting = crate::alert::config::alerting(value, &mut errors),
                 _ => errors.push(
                     key.as_str(),
-                    "unknown key; expected `defaults`, `target`, `server` or `store`",
+                    "unknown key; expected `defaults`, `target`, `server`, `store` or `alerting`",
                 ),
             }
         }
@@ -437,6 +441,7 @@ impl MonitorConfig {
             targets,
             server,
             store,
+            alerting,
         })
     }
 
