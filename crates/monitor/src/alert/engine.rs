@@ -417,9 +417,28 @@ impl AlertEngine {
     /// Evaluates every rule on every target at `now` (time passing ends windows and `for`
     /// durations without new results).
     pub fn evaluate_all(&mut self, now: Instant) {
-        let names: Vec<String> = self.targets.keys().cloned().collect();
-        for name in names {
-            self.evaluate_target(&name, now, false);
+        let mut found = Vec::new();
+        let mut due: Vec<(String, usize, Check, bool)> = Vec::new();
+        for (name, entry) in &mut self.targets {
+            found.clear();
+            decide(
+                &self.config.rules,
+                entry,
+                &self.alerts,
+                now,
+                false,
+                &mut self.scratch,
+                &mut self.stats.evaluations,
+                &mut found,
+            );
+            due.extend(
+                found
+                    .iter()
+                    .map(|(i, check, holds)| (name.clone(), *i, *check, *holds)),
+            );
+        }
+        for (name, i, check, holds) in due {
+            self.step(&name, i, check, holds, now);
         }
     }
 
@@ -427,30 +446,18 @@ impl AlertEngine {
         let Some(entry) = self.targets.get_mut(target) else {
             return;
         };
-        let mut decisions: Vec<(usize, Check, bool)> = Vec::new();
-        for (i, track) in entry.tracks.iter_mut().enumerate() {
-            let Some(track) = track else { continue };
-            let rule = &self.config.rules[i];
-            let check = rule.condition.check(&entry.signals, now, &mut self.scratch);
-            self.stats.evaluations += 1;
-            if observation {
-                track.ring = (track.ring << 1) | u64::from(check.holds);
-                track.seen = (track.seen + 1).min(64);
-            }
-            let holds = match rule.n_of_m {
-                Some(nm) => {
-                    let mask = if nm.of >= 64 {
-                        u64::MAX
-                    } else {
-                        (1u64 << nm.of) - 1
-                    };
-                    (track.ring & mask).count_ones() >= nm.at_least
-                }
-                None => check.holds,
-            };
-            decisions.push((i, check, holds));
-        }
-        for (i, check, holds) in decisions {
+        let mut found = Vec::new();
+        decide(
+            &self.config.rules,
+            entry,
+            &self.alerts,
+            now,
+            observation,
+            &mut self.scratch,
+            &mut self.stats.evaluations,
+            &mut found,
+        );
+        for (i, check, holds) in found {
             self.step(target, i, check, holds, now);
         }
     }
@@ -1025,6 +1032,53 @@ impl AlertEngine {
             created_at: wall,
             tier: u32::try_from(tier).unwrap_or(u32::MAX),
             external_url: self.config.external_url.clone(),
+        }
+    }
+}
+
+/// Evaluates the rules that apply to `entry`, recording verdicts at observations, and puts in
+/// `out` the rules whose alert must move: (rule, verdict, whether the rule holds).
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    rules: &[Rule],
+    entry: &mut TargetEntry,
+    alerts: &HashMap<Fingerprint, Alert>,
+    now: Instant,
+    observation: bool,
+    scratch: &mut Vec<u64>,
+    evaluations: &mut u64,
+    out: &mut Vec<(usize, Check, bool)>,
+) {
+    for (i, track) in entry.tracks.iter_mut().enumerate() {
+        let Some(track) = track else { continue };
+        let rule = &rules[i];
+        let check = rule.condition.check(&entry.signals, now, scratch);
+        *evaluations += 1;
+        if observation {
+            track.ring = (track.ring << 1) | u64::from(check.holds);
+            track.seen = (track.seen + 1).min(64);
+        }
+        let holds = match rule.n_of_m {
+            Some(nm) => {
+                let mask = if nm.of >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << nm.of) - 1
+                };
+                (track.ring & mask).count_ones() >= nm.at_least
+            }
+            None => check.holds,
+        };
+        let moves = match (track.alert, holds) {
+            (None, false) => false,
+            // Holding on: only a pending alert (its `for` may be over) or a new value matter.
+            (Some(fp), true) => alerts
+                .get(&fp)
+                .is_none_or(|a| a.state == AlertState::Pending || a.value != check.value),
+            _ => true,
+        };
+        if moves {
+            out.push((i, check, holds));
         }
     }
 }
