@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::model::{
@@ -251,6 +251,8 @@ pub struct AlertEngine {
     seq: u64,
     scratch: Vec<u64>,
     stats: EngineStats,
+    /// Something durable changed since [`take_dirty`](AlertEngine::take_dirty).
+    dirty: bool,
 }
 
 impl AlertEngine {
@@ -279,6 +281,7 @@ impl AlertEngine {
             seq: 0,
             scratch: Vec::new(),
             stats: EngineStats::default(),
+            dirty: false,
         };
         engine.set_targets(targets, now);
         engine
@@ -551,6 +554,7 @@ impl AlertEngine {
                 alert.state = AlertState::Resolved;
                 alert.ends_at = Some(wall);
                 self.stats.resolved += 1;
+                self.dirty = true;
                 // If no group holds it (never routed), nothing waits for its resolve.
                 if !self.groups.values().any(|g| g.alerts.contains(&fp)) {
                     self.alerts.remove(&fp);
@@ -570,6 +574,7 @@ impl AlertEngine {
         alert.ends_at = None;
         alert.acknowledged = None;
         self.stats.fired += 1;
+        self.dirty = true;
         let labels = alert.labels.clone();
         for route in self.config.route.matching(&labels) {
             let group_labels = route.group_by.key_labels(&labels);
@@ -619,6 +624,7 @@ impl AlertEngine {
             at: wall,
             comment,
         });
+        self.dirty = true;
         for group in self.groups.values_mut() {
             if group.alerts.contains(&fp) && group.notified.contains_key(&fp) {
                 group.next_flush = group.next_flush.min(now);
@@ -809,7 +815,145 @@ impl AlertEngine {
         self.alerts
             .retain(|fp, a| a.state != AlertState::Resolved || held.contains(fp));
         self.stats.notifications += out.len() as u64;
+        self.dirty |= !out.is_empty();
         out
+    }
+
+    /// True if alerts, acknowledgements or what was notified changed since the last call:
+    /// time to save a [`DurableState`].
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Marks the state changed (a save failed and must be tried again).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// What must survive a restart: firing alerts and resolved ones whose resolve is not out,
+    /// their acknowledgements, and what each group has notified. Pending alerts are left out
+    /// (their `for` starts again).
+    pub fn durable_state(&self, now: Instant) -> DurableState {
+        let wall = |i: Instant| self.wall(i);
+        let mut alerts: Vec<SavedAlert> = self
+            .alerts
+            .values()
+            .filter(|a| a.state != AlertState::Pending)
+            .map(|a| SavedAlert {
+                fingerprint: a.fingerprint,
+                rule: a.rule_name.clone(),
+                target: a.target.clone(),
+                severity: a.severity,
+                labels: a.labels.clone(),
+                annotations: a.annotations.clone(),
+                value: a.value,
+                resolved: a.state == AlertState::Resolved,
+                starts_at: a.starts_at,
+                ends_at: a.ends_at,
+                acknowledged: a.acknowledged.clone(),
+            })
+            .collect();
+        alerts.sort_by_key(|a| a.fingerprint);
+        let groups = self
+            .groups
+            .values()
+            .map(|g| SavedGroup {
+                key: g.key.clone(),
+                receiver: g.receiver.clone(),
+                labels: g.labels.clone(),
+                group_interval_ms: millis(g.group_interval),
+                repeat_interval_ms: millis(g.repeat_interval),
+                escalation: g.escalation.clone(),
+                alerts: g.alerts.iter().copied().collect(),
+                next_flush: wall(g.next_flush),
+                last_sent: g.last_sent.map(wall),
+                notified: g.notified.iter().map(|(fp, at)| (*fp, wall(*at))).collect(),
+                notified_acked: g.notified_acked.iter().copied().collect(),
+                escalated: g.escalated.iter().map(|(fp, n)| (*fp, *n)).collect(),
+            })
+            .collect();
+        DurableState {
+            saved_at: self.wall(now),
+            alerts,
+            groups,
+        }
+    }
+
+    /// Takes back a [`DurableState`] saved before a restart. Firing alerts are tied again to
+    /// their target and rule (an alert whose target or rule is gone resolves, so its resolve
+    /// goes out); groups resume with what they had notified, so nothing is sent twice and every
+    /// notified alert still gets its resolve.
+    pub fn restore(&mut self, state: DurableState, now: Instant) {
+        let wall_now = self.wall(now);
+        let instant = |w: DateTime<Utc>| -> Instant {
+            match (wall_now - w).to_std() {
+                Ok(ago) => now.checked_sub(ago).unwrap_or(now),
+                Err(_) => now + (w - wall_now).to_std().unwrap_or_default(),
+            }
+        };
+        for a in state.alerts {
+            let rule = self.config.rules.iter().position(|r| r.name == a.rule);
+            let mut alert = Alert {
+                fingerprint: a.fingerprint,
+                rule_name: a.rule,
+                target: a.target,
+                severity: a.severity,
+                labels: a.labels,
+                annotations: a.annotations,
+                value: a.value,
+                state: if a.resolved {
+                    AlertState::Resolved
+                } else {
+                    AlertState::Firing
+                },
+                pending_since: now,
+                starts_at: a.starts_at,
+                ends_at: a.ends_at,
+                acknowledged: a.acknowledged,
+            };
+            if alert.state == AlertState::Firing {
+                let track = rule.and_then(|i| {
+                    self.targets
+                        .get_mut(&alert.target)
+                        .and_then(|e| e.tracks.get_mut(i))
+                        .and_then(Option::as_mut)
+                });
+                match track {
+                    Some(track) => track.alert = Some(alert.fingerprint),
+                    None => {
+                        alert.state = AlertState::Resolved;
+                        alert.ends_at = Some(wall_now);
+                    }
+                }
+            }
+            self.alerts.insert(alert.fingerprint, alert);
+        }
+        for g in state.groups {
+            let group = Group {
+                key: g.key.clone(),
+                receiver: g.receiver,
+                labels: g.labels,
+                group_interval: Duration::from_millis(g.group_interval_ms),
+                repeat_interval: Duration::from_millis(g.repeat_interval_ms),
+                escalation: g.escalation,
+                alerts: g
+                    .alerts
+                    .into_iter()
+                    .filter(|fp| self.alerts.contains_key(fp))
+                    .collect(),
+                next_flush: instant(g.next_flush),
+                last_sent: g.last_sent.map(instant),
+                notified: g
+                    .notified
+                    .into_iter()
+                    .map(|(fp, at)| (fp, instant(at)))
+                    .collect(),
+                notified_acked: g.notified_acked.into_iter().collect(),
+                escalated: g.escalated.into_iter().collect(),
+            };
+            self.groups.insert(g.key, group);
+        }
+        self.dirty = true;
     }
 
     fn flush_group(
@@ -1071,6 +1215,8 @@ fn decide(
         };
         let moves = match (track.alert, holds) {
             (None, false) => false,
+            // No evidence either way: a firing alert stays as it is.
+            (Some(_), false) if !check.known && rule.n_of_m.is_none() => false,
             // Holding on: only a pending alert (its `for` may be over) or a new value matter.
             (Some(fp), true) => alerts
                 .get(&fp)
@@ -1081,6 +1227,57 @@ fn decide(
             out.push((i, check, holds));
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The engine's state as [`AlertEngine::durable_state`] saves it (JSON in the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DurableState {
+    /// When it was taken.
+    pub saved_at: DateTime<Utc>,
+    alerts: Vec<SavedAlert>,
+    groups: Vec<SavedGroup>,
+}
+
+impl DurableState {
+    /// How many alerts it holds.
+    pub fn alert_count(&self) -> usize {
+        self.alerts.len()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SavedAlert {
+    fingerprint: Fingerprint,
+    rule: String,
+    target: String,
+    severity: Severity,
+    labels: Labels,
+    annotations: Labels,
+    value: Option<f64>,
+    resolved: bool,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    acknowledged: Option<Acknowledgement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SavedGroup {
+    key: String,
+    receiver: String,
+    labels: Labels,
+    group_interval_ms: u64,
+    repeat_interval_ms: u64,
+    escalation: Option<String>,
+    alerts: Vec<Fingerprint>,
+    next_flush: DateTime<Utc>,
+    last_sent: Option<DateTime<Utc>>,
+    notified: Vec<(Fingerprint, DateTime<Utc>)>,
+    notified_acked: Vec<Fingerprint>,
+    escalated: Vec<(Fingerprint, usize)>,
 }
 
 fn render(rule: &Rule, labels: &Labels, value: Option<f64>, state: HealthState) -> Labels {

@@ -9,20 +9,22 @@ pub mod engine;
 pub mod matcher;
 pub mod model;
 pub mod notify;
+mod persist;
 pub mod route;
 pub mod rule;
 mod service;
 pub mod silence;
 
 pub use engine::{
-    AckError, AlertEngine, AlertState, AlertView, EngineConfig, EngineStats, EscalationPolicy,
-    EscalationTier, TargetInfo,
+    AckError, AlertEngine, AlertState, AlertView, DurableState, EngineConfig, EngineStats,
+    EscalationPolicy, EscalationTier, TargetInfo,
 };
 pub use matcher::{MatchOp, Matcher};
 pub use model::{
     Acknowledgement, AlertSnapshot, AlertStatus, Fingerprint, Labels, Notification, Severity,
 };
 pub use notify::{Notifier, NotifyError};
+pub use persist::AlertStateStore;
 pub use route::{GroupBy, Route};
 pub use rule::{Condition, Rule, Template, default_rules};
 pub use service::{AlertService, EVALUATE_EVERY};

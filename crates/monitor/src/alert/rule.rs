@@ -82,16 +82,13 @@ impl Condition {
     /// Whether the condition holds for `signals` at `now`, with the value that decided it.
     pub(crate) fn check(&self, s: &Signals, now: Instant, scratch: &mut Vec<u64>) -> Check {
         match self {
-            Condition::State(states) => Check {
-                holds: states.contains(&s.state),
-                value: s.score.map(f64::from),
-            },
+            Condition::State(_) if s.state == HealthState::Unknown => Check::UNKNOWN,
+            Condition::State(states) => {
+                Check::new(states.contains(&s.state), s.score.map(f64::from))
+            }
             Condition::ScoreBelow(limit) => match s.score {
-                Some(score) => Check {
-                    holds: f64::from(score) < *limit,
-                    value: Some(f64::from(score)),
-                },
-                None => Check::NO,
+                Some(score) => Check::new(f64::from(score) < *limit, Some(f64::from(score))),
+                None => Check::UNKNOWN,
             },
             Condition::Latency {
                 percentile,
@@ -102,17 +99,14 @@ impl Condition {
                 scratch.clear();
                 scratch.extend(s.recent(now, *window).map(|x| x.latency_us));
                 if scratch.is_empty() || scratch.len() < *min_samples {
-                    return Check::NO;
+                    return Check::UNKNOWN;
                 }
                 // Nearest rank, as HDR histograms and Prometheus summaries report it.
                 let rank = ((percentile / 100.0) * scratch.len() as f64).ceil() as usize;
                 let index = rank.clamp(1, scratch.len()) - 1;
                 let (_, v, _) = scratch.select_nth_unstable(index);
                 let us = *v;
-                Check {
-                    holds: us > above.as_micros() as u64,
-                    value: Some(us as f64 / 1000.0),
-                }
+                Check::new(us > above.as_micros() as u64, Some(us as f64 / 1000.0))
             }
             Condition::ErrorRate {
                 above,
@@ -125,31 +119,21 @@ impl Condition {
                     failed += usize::from(!x.success);
                 }
                 if total == 0 || total < *min_samples {
-                    return Check::NO;
+                    return Check::UNKNOWN;
                 }
                 let rate = failed as f64 / total as f64;
-                Check {
-                    holds: rate > *above,
-                    value: Some(rate),
-                }
+                Check::new(rate > *above, Some(rate))
             }
             Condition::CertificateDaysBelow(days) => match s.certificate_days_left {
-                Some(left) => Check {
-                    holds: left < *days,
-                    value: Some(left as f64),
-                },
-                None => Check::NO,
+                Some(left) => Check::new(left < *days, Some(left as f64)),
+                None => Check::UNKNOWN,
             },
-            Condition::HeartbeatMissed => Check {
-                holds: s.heartbeat_missed,
-                value: None,
-            },
-            Condition::Bottleneck { window } => Check {
-                holds: s
-                    .bottleneck_at
+            Condition::HeartbeatMissed => Check::new(s.heartbeat_missed, None),
+            Condition::Bottleneck { window } => Check::new(
+                s.bottleneck_at
                     .is_some_and(|at| now.saturating_duration_since(at) <= *window),
-                value: None,
-            },
+                None,
+            ),
         }
     }
 }
@@ -159,13 +143,25 @@ impl Condition {
 pub(crate) struct Check {
     pub(crate) holds: bool,
     pub(crate) value: Option<f64>,
+    /// False when the signals are too few to judge (no score yet, fewer samples than the rule
+    /// needs, say): an alert that fires stays as it is instead of resolving on no evidence.
+    pub(crate) known: bool,
 }
 
 impl Check {
-    const NO: Check = Check {
+    const UNKNOWN: Check = Check {
         holds: false,
         value: None,
+        known: false,
     };
+
+    fn new(holds: bool, value: Option<f64>) -> Self {
+        Check {
+            holds,
+            value,
+            known: true,
+        }
+    }
 }
 
 /// "At least `at_least` of the last `of` results": a condition that must hold often, not

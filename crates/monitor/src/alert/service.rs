@@ -11,10 +11,12 @@ use tokio::time::Instant;
 use super::NotificationSink;
 use super::engine::{AckError, AlertEngine, AlertView, EngineStats, TargetInfo};
 use super::model::Notification;
+use super::persist::AlertStateStore;
 use super::silence::Silence;
 use crate::Monitor;
 use crate::health::{HealthState, StateChange};
 use crate::scheduler::ProbeReport;
+use crate::store::StoreError;
 
 /// How often every rule is evaluated on every target without new results (windows and `for`
 /// durations end with time alone).
@@ -27,11 +29,20 @@ pub const EVALUATE_EVERY: Duration = Duration::from_secs(1);
 /// write of the result); every [`EVALUATE_EVERY`] all rules run on all targets. A notification
 /// counts as sent once the sink accepted it: a sink that fails is retried with backoff (100 ms
 /// doubling to 5 s) until it accepts, and nothing is dropped meanwhile.
-#[derive(Debug)]
 pub struct AlertService {
     engine: Arc<Mutex<AlertEngine>>,
     wake: Arc<Notify>,
     task: JoinHandle<()>,
+    store: Option<Arc<dyn AlertStateStore>>,
+}
+
+impl std::fmt::Debug for AlertService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertService")
+            .field("running", &self.is_running())
+            .field("store", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for AlertService {
@@ -44,6 +55,36 @@ impl AlertService {
     /// Starts evaluating `engine` on `monitor`'s results and state changes, sending what it
     /// makes to `sink`. Must be called inside a tokio runtime.
     pub fn start(engine: AlertEngine, monitor: &Monitor, sink: Arc<dyn NotificationSink>) -> Self {
+        Self::spawn(engine, monitor, sink, None)
+    }
+
+    /// Like [`start`](Self::start), keeping alerting's state in `store`: the state saved
+    /// before a restart is taken back first (see [`AlertEngine::restore`]) with every silence,
+    /// and from then on the state is saved after each change, once the notifications it made
+    /// are in the sink (so a crash can repeat a notification, never lose one).
+    pub async fn start_with_store(
+        mut engine: AlertEngine,
+        monitor: &Monitor,
+        sink: Arc<dyn NotificationSink>,
+        store: Arc<dyn AlertStateStore>,
+    ) -> Result<Self, StoreError> {
+        let now = Instant::now();
+        if let Some(state) = store.load_alert_state().await? {
+            tracing::info!(alerts = state.alert_count(), "alert state restored");
+            engine.restore(state, now);
+        }
+        for silence in store.silences().await? {
+            engine.put_silence(silence);
+        }
+        Ok(Self::spawn(engine, monitor, sink, Some(store)))
+    }
+
+    fn spawn(
+        engine: AlertEngine,
+        monitor: &Monitor,
+        sink: Arc<dyn NotificationSink>,
+        store: Option<Arc<dyn AlertStateStore>>,
+    ) -> Self {
         let engine = Arc::new(Mutex::new(engine));
         let wake = Arc::new(Notify::new());
         let model = monitor.model_handle();
@@ -58,8 +99,14 @@ impl AlertService {
             monitor.subscribe(),
             Arc::clone(&wake),
             sink,
+            store.clone(),
         ));
-        AlertService { engine, wake, task }
+        AlertService {
+            engine,
+            wake,
+            task,
+            store,
+        }
     }
 
     /// Every alert, firing first.
@@ -86,17 +133,40 @@ impl AlertService {
         Ok(view)
     }
 
-    /// Adds or replaces a silence.
-    pub fn put_silence(&self, silence: Silence) {
+    /// Adds or replaces a silence, in the store first (when there is one).
+    pub async fn put_silence(&self, silence: Silence) -> Result<(), StoreError> {
+        if let Some(store) = &self.store {
+            store.put_silence(&silence).await?;
+        }
         self.engine().put_silence(silence);
         self.wake.notify_one();
+        Ok(())
     }
 
-    /// Ends a silence now; `None` if there is none with that id.
-    pub fn expire_silence(&self, id: &str) -> Option<Silence> {
-        let s = self.engine().expire_silence(id, Instant::now());
+    /// Ends a silence now, in the store first; `None` if there is none with that id.
+    pub async fn expire_silence(&self, id: &str) -> Result<Option<Silence>, StoreError> {
+        let now = Instant::now();
+        let ended = {
+            let engine = self.engine();
+            let wall = engine.wall(now);
+            engine.silences().iter().find(|s| s.id == id).map(|s| {
+                let mut s = s.clone();
+                if s.ends_at > wall {
+                    s.ends_at = wall.max(s.starts_at);
+                    s.updated_at = wall;
+                }
+                s
+            })
+        };
+        let Some(ended) = ended else {
+            return Ok(None);
+        };
+        if let Some(store) = &self.store {
+            store.put_silence(&ended).await?;
+        }
+        self.engine().put_silence(ended.clone());
         self.wake.notify_one();
-        s
+        Ok(Some(ended))
     }
 
     /// Every silence the engine holds (active, pending and recently expired).
@@ -136,6 +206,7 @@ async fn run(
     mut changes: broadcast::Receiver<StateChange>,
     wake: Arc<Notify>,
     sink: Arc<dyn NotificationSink>,
+    store: Option<Arc<dyn AlertStateStore>>,
 ) {
     let mut next_sweep = Instant::now() + EVALUATE_EVERY;
     loop {
@@ -180,6 +251,25 @@ async fn run(
         if !due.is_empty() {
             deliver(sink.as_ref(), due).await;
         }
+        if let Some(store) = &store {
+            save(&engine, store.as_ref()).await;
+        }
+    }
+}
+
+/// Saves the engine's durable state if it changed; on failure it stays marked changed, so the
+/// next round tries again.
+async fn save(engine: &Mutex<AlertEngine>, store: &dyn AlertStateStore) {
+    let state = {
+        let mut engine = lock(engine);
+        if !engine.take_dirty() {
+            return;
+        }
+        engine.durable_state(Instant::now())
+    };
+    if let Err(e) = store.save_alert_state(&state).await {
+        tracing::warn!(error = %e, "cannot save the alert state; will retry");
+        lock(engine).mark_dirty();
     }
 }
 

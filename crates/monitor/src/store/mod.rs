@@ -25,11 +25,11 @@
 
 mod config;
 mod error;
-mod record;
+pub(crate) mod record;
 mod rollup;
 mod schema;
 mod sqlite;
-mod writer;
+pub(crate) mod writer;
 
 #[cfg(test)]
 mod tests;

@@ -93,8 +93,23 @@ CREATE TABLE api_targets (
 );
 ";
 
+/// Alerting's own state: the engine's durable state (one JSON document) and silences.
+const ALERTS: &str = "
+CREATE TABLE alert_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL,
+    saved_ms INTEGER NOT NULL
+);
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    silence TEXT NOT NULL,
+    ends_ms INTEGER NOT NULL
+);
+CREATE INDEX silences_by_end ON silences (ends_ms);
+";
+
 /// Every migration, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, ALERTS];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

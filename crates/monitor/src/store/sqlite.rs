@@ -148,7 +148,7 @@ impl SqliteStore {
         }
     }
 
-    async fn send<T>(
+    pub(crate) async fn send<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
     ) -> Result<T, StoreError> {
@@ -162,7 +162,7 @@ impl SqliteStore {
     }
 
     /// Runs `read` on the reader connection on the blocking pool.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
