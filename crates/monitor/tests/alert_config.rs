@@ -228,3 +228,19 @@ annotations = {{ summary = "{{{{ tagret }}}}" }}
         assert!(shown.contains(e), "missing {e:?} in:\n{shown}");
     }
 }
+
+#[test]
+fn the_guides_complete_example_is_valid() {
+    let guide = include_str!("../../../docs/alerting.md");
+    let start = guide
+        .find("## A complete example")
+        .expect("the guide has a complete example");
+    let block = &guide[start..];
+    let open = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let close = block[open..].find("```").expect("a closed block");
+    let config = MonitorConfig::from_str(&block[open..open + close], Some("docs/alerting.md"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let alerting = config.alerting.unwrap();
+    assert_eq!(alerting.engine.rules.len(), 10);
+    assert_eq!(alerting.receivers.len(), 4);
+}
