@@ -552,3 +552,26 @@ fn annotations_are_rendered_with_the_value() {
     assert_eq!(sent[0].alerts[0].summary(), "api p50 250 ms for web");
     assert_eq!(sent[0].alerts[0].value, Some(250.0));
 }
+
+#[test]
+fn a_reported_bottleneck_fires_for_its_window_then_resolves() {
+    let rule = Rule::new("Bottleneck", Condition::Bottleneck { window: 300 * S });
+    let (mut e, c) = engine(config(vec![rule], Duration::ZERO), &[target("db", "", &[])]);
+    up(&mut e, "db", c.at(0));
+    assert!(e.alerts(c.at(0)).is_empty());
+    e.observe_bottleneck("db", c.at(10));
+    assert_eq!(
+        shape(&e.flush(c.at(10))),
+        [("ops".into(), AlertStatus::Firing, vec![firing("db")])]
+    );
+    e.evaluate_all(c.at(310));
+    assert_eq!(
+        e.alerts(c.at(310))[0].state,
+        AlertState::Firing,
+        "within the window"
+    );
+    e.evaluate_all(c.at(311));
+    assert_eq!(e.alerts(c.at(311))[0].state, AlertState::Resolved);
+    // Unknown targets are ignored.
+    e.observe_bottleneck("nope", c.at(400));
+}

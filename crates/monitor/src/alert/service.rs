@@ -174,6 +174,13 @@ impl AlertService {
         self.engine().silences().to_vec()
     }
 
+    /// Reports a bottleneck at `target` (telemetry's detectors named it): `bottleneck` rules
+    /// see it for their window.
+    pub fn report_bottleneck(&self, target: &str) {
+        self.engine().observe_bottleneck(target, Instant::now());
+        self.wake.notify_one();
+    }
+
     /// Replaces the targets the rules watch (after a reload).
     pub fn set_targets(&self, targets: &[TargetInfo]) {
         self.engine().set_targets(targets, Instant::now());
