@@ -61,7 +61,7 @@ pub mod probe;
 pub mod scheduler;
 pub mod store;
 
-pub use monitor::Monitor;
+pub use monitor::{Monitor, Reconfiguration, ReconfigureError};
 
 /// The user guide, `docs/monitor.md`: its examples run as doc tests so they stay true.
 #[cfg(doctest)]
