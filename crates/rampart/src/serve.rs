@@ -1,5 +1,17 @@
 //! `rampart serve --config FILE`: the monitor daemon. Probes the configured targets, keeps
 //! their history in the store, serves the HTTP API, and stops cleanly on SIGTERM or SIGINT.
+//!
+//! On SIGHUP, and when the file's content changes (unless `--no-watch`), the file is read and
+//! validated again: an invalid file is refused with every problem logged and the running
+//! configuration kept; a valid one is applied target by target (`Monitor::reconfigure`), the
+//! targets created through the API kept. Changes to `[server]` and `[store]` need a restart:
+//! they are logged and ignored.
+//!
+//! The file is watched by polling: its content is read every [`WATCH_EVERY`] and a change is
+//! applied once the content has stayed the same for one more look (a debounce, so a file being
+//! written is not read half-way). Polling needs no dependency and sees every way a file is
+//! replaced (an editor's rename, a symlink swapped by a configuration manager, a network file
+//! system) at the cost of reading a small file twice a second.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,10 +19,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
-use rampart_monitor::Monitor;
-use rampart_monitor::config::{MonitorConfig, ServerConfig, StoreConfig};
+use rampart_monitor::config::{ConfigError, MonitorConfig, ServerConfig, StoreConfig};
 use rampart_monitor::scheduler::Limits;
 use rampart_monitor::store::{SqliteConfig, SqliteStore, Store};
+use rampart_monitor::{Monitor, Reconfiguration};
 use rampart_server::ServerState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
@@ -23,6 +35,9 @@ const PROBE_GRACE: Duration = Duration::from_secs(5);
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// How often the retention sweep runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How often the configuration file is looked at; a change is applied once it has stayed the
+/// same for one more look.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// Arguments of `rampart serve`.
 #[derive(Debug, Args)]
@@ -33,6 +48,9 @@ pub(crate) struct ServeArgs {
     /// How log lines on standard error look.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Reload the configuration on SIGHUP only, not when the file changes.
+    #[arg(long)]
+    no_watch: bool,
 }
 
 /// `--log-format`.
@@ -65,17 +83,20 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Runtime(e.into()))?;
     runtime
-        .block_on(daemon(config, args.config))
+        .block_on(daemon(config, args.config, !args.no_watch))
         .map_err(Failure::Runtime)
 }
 
-async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
-    // Installed first, so a signal during start-up is a clean stop too, not a kill.
+async fn daemon(config: MonitorConfig, file: PathBuf, watch: bool) -> anyhow::Result<()> {
+    // Installed first, so a signal during start-up is a clean stop too, not a kill (and SIGHUP,
+    // whose default is to end the process, a reload).
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let server_config = config.server.clone().unwrap_or_default();
     let store_config = config.store.clone().unwrap_or_default();
-    let table: toml::Table = std::fs::read_to_string(&file)?.parse()?;
+    let text = tokio::fs::read(&file).await?;
+    let table: toml::Table = std::str::from_utf8(&text)?.parse()?;
     let store = open_store(&store_config).await?;
     let shown = file.display().to_string();
     let state = ServerState::start(
@@ -102,14 +123,30 @@ async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
         },
     ));
 
-    let signal = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        served = &mut http => {
-            served??;
-            anyhow::bail!("the HTTP server stopped on its own");
+    let mut reloader = Reloader {
+        file: file.clone(),
+        shown: shown.clone(),
+        server: server_config,
+        store: store_config,
+        last: Some(text),
+    };
+    let (changed, mut changes_seen) = tokio::sync::mpsc::channel(1);
+    let watcher = watch.then(|| tokio::spawn(watch_file(file.clone(), changed)));
+    let signal = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reloader.reload(&state, "SIGHUP").await,
+            Some(()) = changes_seen.recv() => reloader.reload(&state, "file changed").await,
+            served = &mut http => {
+                served??;
+                anyhow::bail!("the HTTP server stopped on its own");
+            }
         }
     };
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     tracing::info!(
         signal,
         "stopping: no new probes, waiting for those in flight"
@@ -173,7 +210,8 @@ fn log_restored(monitor: &Monitor) {
     }
 }
 
-/// Logs every state change; follows the monitor as writes through the API replace it.
+/// Logs every state change (writes and reloads reconfigure the monitor in place; should it ever
+/// be replaced, this follows the new one).
 async fn log_changes(state: ServerState) {
     loop {
         let mut changes = state.monitor().subscribe();
@@ -188,6 +226,115 @@ async fn log_changes(state: ServerState) {
                 // That monitor is gone: a write replaced it.
                 Err(RecvError::Closed) => break,
             }
+        }
+    }
+}
+
+/// What a reload needs: the file, and what runs now of what cannot change without a restart.
+struct Reloader {
+    file: PathBuf,
+    shown: String,
+    server: ServerConfig,
+    store: StoreConfig,
+    /// The content last read (applied or refused).
+    last: Option<Vec<u8>>,
+}
+
+impl Reloader {
+    /// Reads, validates and applies the file; on any problem logs it and keeps what runs.
+    async fn reload(&mut self, state: &ServerState, why: &'static str) {
+        let text = tokio::fs::read(&self.file).await;
+        let text = match text {
+            Ok(text) => text,
+            Err(e) => {
+                self.last = None;
+                tracing::error!(reason = why, file = %self.shown, error = %e,
+                    "reload failed: cannot read the configuration; keeping the running one");
+                return;
+            }
+        };
+        if why == "file changed" && self.last.as_ref() == Some(&text) {
+            return;
+        }
+        self.last = Some(text.clone());
+        tracing::info!(reason = why, file = %self.shown, "reloading the configuration");
+        let Ok(text) = String::from_utf8(text) else {
+            tracing::error!(
+                "reload rejected: the file is not UTF-8; keeping the running configuration"
+            );
+            return;
+        };
+        let config = match MonitorConfig::from_str(&text, Some(&self.shown)) {
+            Ok(config) => config,
+            Err(e) => return rejected(&e),
+        };
+        let table: toml::Table = match text.parse() {
+            Ok(table) => table,
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+                return;
+            }
+        };
+        if config.server.clone().unwrap_or_default() != self.server {
+            tracing::warn!("[server] changed: needs a restart; ignored until then");
+        }
+        if config.store.clone().unwrap_or_default() != self.store {
+            tracing::warn!("[store] changed: needs a restart; ignored until then");
+        }
+        match state.reload(table).await {
+            Ok(plan) => reloaded(&plan),
+            Err(e) => match e.config() {
+                Some(problems) => rejected(problems),
+                None => tracing::error!(error = %e,
+                    "reload failed; keeping the running configuration"),
+            },
+        }
+    }
+}
+
+/// Logs every problem of a refused configuration, then the refusal.
+fn rejected(e: &ConfigError) {
+    for p in &e.problems {
+        tracing::error!(path = %p.path, problem = %p.message, "configuration problem");
+    }
+    tracing::error!(
+        problems = e.problems.len(),
+        "reload rejected; keeping the running configuration"
+    );
+}
+
+fn reloaded(plan: &Reconfiguration) {
+    tracing::info!(
+        added = ?plan.added,
+        removed = ?plan.removed,
+        reset = ?plan.reset,
+        rescheduled = ?plan.rescheduled,
+        updated = ?plan.updated,
+        unchanged = plan.unchanged.len(),
+        "configuration reloaded"
+    );
+}
+
+/// Looks at `file` every [`WATCH_EVERY`]; once its content has changed and then stayed the
+/// same for one more look, says so on `changed`.
+async fn watch_file(file: PathBuf, changed: tokio::sync::mpsc::Sender<()>) {
+    let mut every = tokio::time::interval(WATCH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::fs::read(&file).await.ok();
+    let mut settling = None;
+    loop {
+        every.tick().await;
+        let now = tokio::fs::read(&file).await.ok();
+        if now == last {
+            settling = None;
+        } else if settling.as_ref() == Some(&now) {
+            last = now;
+            settling = None;
+            if changed.send(()).await.is_err() {
+                return;
+            }
+        } else {
+            settling = Some(now);
         }
     }
 }
