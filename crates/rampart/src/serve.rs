@@ -7,11 +7,10 @@
 //! targets created through the API kept. Changes to `[server]` and `[store]` need a restart:
 //! they are logged and ignored.
 //!
-//! The file is watched by polling: its content is read every [`WATCH_EVERY`] and a change is
-//! applied once the content has stayed the same for one more look (a debounce, so a file being
-//! written is not read half-way). Polling needs no dependency and sees every way a file is
-//! replaced (an editor's rename, a symlink swapped by a configuration manager, a network file
-//! system) at the cost of reading a small file twice a second.
+//! The file's directory is watched with `notify` (inotify on Linux), not the file itself: editors
+//! and configuration managers replace a file by renaming a new one over it (or swap a symlink),
+//! which a watch on the old file would not see. Once the file has been left alone for
+//! [`DEBOUNCE`] it is read, and reloaded if its content changed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,9 +34,11 @@ const PROBE_GRACE: Duration = Duration::from_secs(5);
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// How often the retention sweep runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-/// How often the configuration file is looked at; a change is applied once it has stayed the
-/// same for one more look.
-const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// How long the configuration file's directory must be quiet before a change is applied, so a
+/// file being written is not read half-way.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+/// The longest a change waits for the file to be left alone.
+const DEBOUNCE_AT_MOST: Duration = Duration::from_secs(5);
 
 /// Arguments of `rampart serve`.
 #[derive(Debug, Args)]
@@ -315,26 +316,75 @@ fn reloaded(plan: &Reconfiguration) {
     );
 }
 
-/// Looks at `file` every [`WATCH_EVERY`]; once its content has changed and then stayed the
-/// same for one more look, says so on `changed`.
+/// Watches the directory of `file`; once the file has been left alone for [`DEBOUNCE`] after a
+/// change (or [`DEBOUNCE_AT_MOST`] has passed), says so on `changed`; the reload compares the
+/// content, so a false alarm is a no-op. Only events that name the file count, unless the file
+/// is a symlink (swapped through other names, as Kubernetes does with ConfigMaps): then every
+/// event in the directory does. If the directory cannot be watched, logs it and leaves reloads
+/// to SIGHUP.
 async fn watch_file(file: PathBuf, changed: tokio::sync::mpsc::Sender<()>) {
-    let mut every = tokio::time::interval(WATCH_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = tokio::fs::read(&file).await.ok();
-    let mut settling = None;
+    use notify::event::{AccessKind, AccessMode};
+    use notify::{EventKind, RecursiveMode, Watcher};
+
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    // Called on notify's own thread; the watcher (and that thread) lives as long as this task.
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let _ = tx.send(event);
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP");
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), error = %e,
+            "cannot watch the configuration's directory; reload with SIGHUP");
+        return;
+    }
+    let name = file.file_name().map(ToOwned::to_owned);
+    let symlink = tokio::fs::symlink_metadata(&file)
+        .await
+        .is_ok_and(|m| m.file_type().is_symlink());
+    // Reading a file is an access event too: only accesses that wrote count, or the reload's
+    // own read would start the next one. Other files in the directory (the store, say) are
+    // ignored.
+    let matters = |event: &notify::Event| {
+        let kind = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => false,
+            _ => true,
+        };
+        kind && (symlink || event.paths.iter().any(|p| p.file_name() == name.as_deref()))
+    };
     loop {
-        every.tick().await;
-        let now = tokio::fs::read(&file).await.ok();
-        if now == last {
-            settling = None;
-        } else if settling.as_ref() == Some(&now) {
-            last = now;
-            settling = None;
-            if changed.send(()).await.is_err() {
-                return;
+        match events.recv().await {
+            None => return,
+            Some(Ok(event)) if matters(&event) => {}
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "watching the configuration file failed");
+                continue;
             }
-        } else {
-            settling = Some(now);
+        }
+        // Debounce: wait until nothing has happened to the file for a while.
+        let give_up = tokio::time::Instant::now() + DEBOUNCE_AT_MOST;
+        loop {
+            let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(give_up);
+            match tokio::time::timeout_at(quiet, events.recv()).await {
+                Err(_) => break,
+                Ok(None) => return,
+                Ok(Some(Ok(event))) if matters(&event) => {}
+                Ok(Some(_)) => {}
+            }
+        }
+        if changed.send(()).await.is_err() {
+            return;
         }
     }
 }

@@ -192,11 +192,13 @@ fn a_changed_file_is_reloaded_and_a_broken_one_refused_while_the_old_targets_run
     assert!(daemon.is_running());
     assert_eq!(daemon.targets(), ["one"]);
 
-    // Valid, with a target added and [server] changed: the target appears, the listener stays.
-    replace(
+    // Valid, written in place this time, with a target added and [server] changed: the target
+    // appears, the listener stays.
+    std::fs::write(
         &path,
-        &config(dir.path(), "127.0.0.1:1", up, &["one", "two"]),
-    );
+        config(dir.path(), "127.0.0.1:1", up, &["one", "two"]),
+    )
+    .unwrap();
     daemon.wait_for("[server] changed: needs a restart");
     let reloaded = daemon.wait_for("configuration reloaded");
     assert!(reloaded.contains("added=[\"two\"]"), "{reloaded}");
@@ -232,5 +234,28 @@ fn sighup_reloads_the_file() {
     assert!(reloaded.contains("removed=[\"one\"]"), "{reloaded}");
     daemon.until_targets(&["two", "three"]);
     assert!(daemon.is_running());
+    daemon.stop();
+}
+
+#[test]
+fn a_swapped_symlink_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = up.local_addr().unwrap();
+    for (version, names) in [("v1", &["one"][..]), ("v2", &["one", "two"][..])] {
+        std::fs::create_dir(dir.path().join(version)).unwrap();
+        let text = config(dir.path(), "127.0.0.1:0", up, names);
+        std::fs::write(dir.path().join(version).join("monitor.toml"), text).unwrap();
+    }
+    // As configuration managers do: the file is a symlink, swapped by renaming a new one over it.
+    let path = dir.path().join("monitor.toml");
+    std::os::unix::fs::symlink("v1/monitor.toml", &path).unwrap();
+    let mut daemon = Daemon::start(&path, &[]);
+    assert_eq!(daemon.targets(), ["one"]);
+    let new = dir.path().join("monitor.toml.new");
+    std::os::unix::fs::symlink("v2/monitor.toml", &new).unwrap();
+    std::fs::rename(&new, &path).unwrap();
+    daemon.wait_for("configuration reloaded");
+    daemon.until_targets(&["one", "two"]);
     daemon.stop();
 }
