@@ -305,7 +305,8 @@ impl Monitor {
     /// - a target whose **group, weight, thresholds or dependencies** changed keeps its probe
     ///   and state; the health model takes the new settings;
     /// - **removed** targets stop at once: a probe in flight is cancelled, and a result of
-    ///   theirs not yet stored is dropped, so it never brings them back;
+    ///   theirs waiting to be stored is dropped, so it never brings them back (one being
+    ///   written at that very moment is still published);
     /// - **added** targets start (restored from the store first, if the monitor has one).
     ///
     /// Heartbeat targets are tracked or forgotten alike. Dependencies are resolved again; state
@@ -314,6 +315,32 @@ impl Monitor {
     /// [`ChangeCause::Reconfigured`](crate::health::ChangeCause::Reconfigured). The
     /// configuration's `[server]` and `[store]` sections are ignored here. On an error nothing
     /// changed.
+    ///
+    /// ```
+    /// use rampart_monitor::Monitor;
+    /// use rampart_monitor::config::MonitorConfig;
+    /// use tokio::sync::broadcast::error::TryRecvError;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tcp = |name: &str, interval: &str| {
+    ///     format!("[[target]]\nname = \"{name}\"\nkind = \"tcp\"\ninterval = \"{interval}\"\n\
+    ///              timeout = \"1s\"\n[target.tcp]\naddress = \"127.0.0.1:9\"\n")
+    /// };
+    /// let before = MonitorConfig::from_str(&(tcp("db", "10s") + &tcp("cache", "10s")), None)?;
+    /// let monitor = Monitor::start(&before);
+    /// let mut changes = monitor.subscribe();
+    ///
+    /// let after = MonitorConfig::from_str(&(tcp("db", "10s") + &tcp("queue", "5s")), None)?;
+    /// let plan = monitor.reconfigure(&after).await?;
+    /// assert_eq!(plan.unchanged, ["db"]);
+    /// assert_eq!((plan.added, plan.removed), (vec!["queue".to_owned()], vec!["cache".to_owned()]));
+    /// assert!(monitor.target("cache").is_none());
+    /// // Still subscribed (not closed), nothing changed yet.
+    /// assert_eq!(changes.try_recv(), Err(TryRecvError::Empty));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn reconfigure(
         &self,
         config: &MonitorConfig,
