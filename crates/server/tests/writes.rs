@@ -272,6 +272,17 @@ async fn a_write_leaves_other_targets_running_and_subscribers_subscribed() {
     assert!(monitor.target("api-t").is_none());
     let kept = monitor.target("file-t").unwrap().consecutive_successes;
     assert!(kept >= after);
+
+    // The monitor's counters are exported.
+    let (status, body) = common::request(addr, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    for line in [
+        "rampart_monitor_store_failures_total 0",
+        "rampart_monitor_skipped_runs_total ",
+        "rampart_monitor_stale_results_total ",
+    ] {
+        assert!(body.contains(line), "{line}: {body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
