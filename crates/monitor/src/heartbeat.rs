@@ -156,6 +156,22 @@ impl HeartbeatTracker {
         inner.by_digest.insert(digest(check.token.expose()), index);
     }
 
+    /// Stops tracking `target` (its token is forgotten); `false` if it was not tracked.
+    pub fn remove(&self, target: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(gone) = inner.entries.iter().position(|e| e.target == target) else {
+            return false;
+        };
+        inner.entries.remove(gone);
+        inner.by_digest.retain(|_, i| *i != gone);
+        for i in inner.by_digest.values_mut() {
+            if *i > gone {
+                *i -= 1;
+            }
+        }
+        true
+    }
+
     /// Records a beat with `token` now, and returns the target it belongs to.
     pub fn heartbeat(&self, token: &str) -> Result<String, UnknownToken> {
         let mut inner = self.lock();

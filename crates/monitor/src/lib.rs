@@ -13,7 +13,8 @@
 //!   [`StateChange`](health::StateChange) events;
 //! - [`store`]: the history (results, state changes, incidents, rollups) in SQLite, written
 //!   before a result is published and read back to restore every target after a restart;
-//! - [`Monitor`]: all of them wired together.
+//! - [`Monitor`]: all of them wired together; [`Monitor::reconfigure`] follows a new
+//!   configuration target by target (unchanged targets keep running untouched).
 //!
 //! The guide is `docs/monitor.md`.
 //!
@@ -62,7 +63,7 @@ pub mod probe;
 pub mod scheduler;
 pub mod store;
 
-pub use monitor::Monitor;
+pub use monitor::{Monitor, Reconfiguration, ReconfigureError};
 
 /// The user guide, `docs/monitor.md`: its examples run as doc tests so they stay true.
 #[cfg(doctest)]

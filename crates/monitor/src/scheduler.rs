@@ -8,6 +8,8 @@
 //!   one still running is skipped.
 //! - A global limit and a per-host limit (tokio semaphores) bound how many probes run at once.
 //! - Results go out on a channel as [`ProbeReport`]s.
+//! - Targets can be [added](Scheduler::add) and [removed](Scheduler::remove) while it runs;
+//!   the others keep their rhythm.
 //!
 //! All time comes from `tokio::time`, so the schedule can be tested on paused time.
 //!
@@ -38,9 +40,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -60,6 +63,9 @@ pub struct ScheduledTarget {
     pub timeout: Duration,
     /// The check to run.
     pub probe: Arc<dyn Probe>,
+    /// Which run of this name it is, so the monitor can tell a stale result of a replaced
+    /// target from a current one.
+    pub(crate) generation: u64,
 }
 
 impl ScheduledTarget {
@@ -77,7 +83,13 @@ impl ScheduledTarget {
             interval,
             timeout,
             probe,
+            generation: 0,
         }
+    }
+
+    pub(crate) fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
     }
 }
 
@@ -133,6 +145,41 @@ pub struct ProbeReport {
     pub started: Instant,
     /// What it found.
     pub result: ProbeResult,
+    /// The generation of the target that produced it (see [`ScheduledTarget`]).
+    pub(crate) generation: u64,
+}
+
+/// A report handed over with an acknowledgement: the probe's task (and so its target's next run)
+/// waits until the receiver has dealt with the report, or dropped it.
+pub(crate) struct Delivery {
+    pub(crate) report: ProbeReport,
+    pub(crate) ack: oneshot::Sender<()>,
+}
+
+/// Where reports go.
+#[derive(Clone)]
+enum Sink {
+    /// Sent and forgotten.
+    Unbounded(mpsc::UnboundedSender<ProbeReport>),
+    /// Sent with an acknowledgement the probe's task waits for.
+    Acked(mpsc::Sender<Delivery>),
+}
+
+impl Sink {
+    async fn send(&self, report: ProbeReport) {
+        match self {
+            Sink::Unbounded(tx) => {
+                let _ = tx.send(report);
+            }
+            Sink::Acked(tx) => {
+                let (ack, acked) = oneshot::channel();
+                if tx.send(Delivery { report, ack }).await.is_ok() {
+                    // An error means the receiver dropped the report: done all the same.
+                    let _ = acked.await;
+                }
+            }
+        }
+    }
 }
 
 /// The offset of a target's first probe: a hash of its name (FNV-1a) reduced into
@@ -149,15 +196,29 @@ pub fn jitter_offset(name: &str, interval: Duration) -> Duration {
 }
 
 /// Runs the probes of a set of targets until dropped (dropping it stops every probe).
-#[derive(Debug)]
 pub struct Scheduler {
-    tasks: Vec<JoinHandle<()>>,
+    tasks: HashMap<String, JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    limits: Limits,
+    global: Arc<Semaphore>,
+    hosts: HashMap<String, Arc<Semaphore>>,
+    sink: Sink,
+    skipped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("targets", &self.tasks.len())
+            .field("limits", &self.limits)
+            .field("skipped", &self.skipped())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.values() {
             task.abort();
         }
     }
@@ -171,28 +232,87 @@ impl Scheduler {
         limits: Limits,
         results: mpsc::UnboundedSender<ProbeReport>,
     ) -> Self {
-        let global = Arc::new(Semaphore::new(limits.max_concurrent));
-        let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
-        let start = Instant::now();
-        let (stop, stopped) = watch::channel(false);
-        let tasks = targets
-            .into_iter()
-            .map(|target| {
-                let host = Arc::clone(
-                    hosts
-                        .entry(target.host.clone())
-                        .or_insert_with(|| Arc::new(Semaphore::new(limits.max_per_host))),
-                );
-                let first = start + jitter_offset(&target.name, target.interval);
-                let slots = Slots {
-                    global: Arc::clone(&global),
-                    host,
-                };
-                let stopped = stopped.clone();
-                tokio::spawn(run_target(target, first, slots, results.clone(), stopped))
-            })
-            .collect();
-        Scheduler { tasks, stop }
+        Self::with_sink(targets, limits, Sink::Unbounded(results))
+    }
+
+    /// Like [`start`](Self::start), each report acknowledged: a target's next run is skipped
+    /// (and counted) until its previous report was acknowledged, so `results` never holds more
+    /// than one report per target.
+    pub(crate) fn start_acked(
+        targets: Vec<ScheduledTarget>,
+        limits: Limits,
+        results: mpsc::Sender<Delivery>,
+    ) -> Self {
+        Self::with_sink(targets, limits, Sink::Acked(results))
+    }
+
+    fn with_sink(targets: Vec<ScheduledTarget>, limits: Limits, sink: Sink) -> Self {
+        let (stop, _) = watch::channel(false);
+        let mut scheduler = Scheduler {
+            tasks: HashMap::new(),
+            stop,
+            limits,
+            global: Arc::new(Semaphore::new(limits.max_concurrent)),
+            hosts: HashMap::new(),
+            sink,
+            skipped: Arc::new(AtomicU64::new(0)),
+        };
+        for target in targets {
+            scheduler.add(target);
+        }
+        scheduler
+    }
+
+    /// Starts probing `target`, its first probe after its [`jitter_offset`] from now. A target
+    /// of the same name is [removed](Self::remove) first.
+    pub fn add(&mut self, target: ScheduledTarget) {
+        self.remove(&target.name);
+        let host = Arc::clone(
+            self.hosts
+                .entry(target.host.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_per_host))),
+        );
+        let first = Instant::now() + jitter_offset(&target.name, target.interval);
+        let slots = Slots {
+            global: Arc::clone(&self.global),
+            host,
+        };
+        let run = Run {
+            slots,
+            sink: self.sink.clone(),
+            stopped: self.stop.subscribe(),
+            skipped: Arc::clone(&self.skipped),
+        };
+        let name = target.name.clone();
+        let task = tokio::spawn(run_target(target, first, run));
+        self.tasks.insert(name, task);
+    }
+
+    /// Stops probing the target named `name` at once: its probe in flight, if any, is cancelled
+    /// and sends nothing more. `false` if there was no such target.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.tasks.remove(name) {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The names of the targets being probed, in no particular order.
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        self.tasks.keys().map(String::as_str)
+    }
+
+    /// Ticks skipped since the start because the target's previous probe was still running
+    /// (or, for a monitor, its result was not yet stored).
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn skipped_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.skipped)
     }
 
     /// Stops scheduling: no new probe starts; probes in flight may finish until `until`, when
@@ -200,7 +320,7 @@ impl Scheduler {
     /// produced has been sent.
     pub async fn stop(mut self, until: Instant) {
         let _ = self.stop.send(true);
-        for mut task in std::mem::take(&mut self.tasks) {
+        for (_, mut task) in std::mem::take(&mut self.tasks) {
             if tokio::time::timeout_at(until, &mut task).await.is_err() {
                 task.abort();
                 let _ = task.await;
@@ -215,15 +335,23 @@ struct Slots {
     host: Arc<Semaphore>,
 }
 
+/// What a target's loop shares with the scheduler.
+struct Run {
+    slots: Slots,
+    sink: Sink,
+    stopped: watch::Receiver<bool>,
+    skipped: Arc<AtomicU64>,
+}
+
 /// One target's loop: a tick per interval, each tick's probe in its own task. The probe tasks
 /// live in a `JoinSet` owned by this loop, so aborting the loop stops them too.
-async fn run_target(
-    target: ScheduledTarget,
-    first: Instant,
-    slots: Slots,
-    results: mpsc::UnboundedSender<ProbeReport>,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn run_target(target: ScheduledTarget, first: Instant, run: Run) {
+    let Run {
+        slots,
+        sink,
+        mut stopped,
+        skipped,
+    } = run;
     let mut ticks = tokio::time::interval_at(first, target.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut in_flight = JoinSet::new();
@@ -236,40 +364,45 @@ async fn run_target(
         };
         while in_flight.try_join_next().is_some() {}
         if !in_flight.is_empty() {
+            skipped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let target = target.clone();
         let slots = slots.clone();
-        let results = results.clone();
+        let sink = sink.clone();
         in_flight.spawn(async move {
-            // Host first: a probe waiting for a busy host must not hold a global slot that a
-            // probe of another host could use.
-            let (Ok(_host), Ok(_global)) =
-                (slots.host.acquire().await, slots.global.acquire().await)
-            else {
-                return;
+            let (started, result) = {
+                // Host first: a probe waiting for a busy host must not hold a global slot that
+                // a probe of another host could use. Both are released before the report is
+                // handed over, so a slow receiver holds no slot.
+                let (Ok(_host), Ok(_global)) =
+                    (slots.host.acquire().await, slots.global.acquire().await)
+                else {
+                    return;
+                };
+                let started = Instant::now();
+                let result =
+                    match tokio::time::timeout(target.timeout, target.probe.probe(target.timeout))
+                        .await
+                    {
+                        Ok(result) => result,
+                        // The probe should have stopped itself; this is the backstop.
+                        Err(_) => ProbeResult::failure(
+                            FailureKind::Timeout,
+                            format!("probe did not finish within {:?}", target.timeout),
+                            started.elapsed(),
+                        ),
+                    };
+                (started, result)
             };
-            let started = Instant::now();
-            let result = match tokio::time::timeout(
-                target.timeout,
-                target.probe.probe(target.timeout),
-            )
-            .await
-            {
-                Ok(result) => result,
-                // The probe should have stopped itself; this is the backstop.
-                Err(_) => ProbeResult::failure(
-                    FailureKind::Timeout,
-                    format!("probe did not finish within {:?}", target.timeout),
-                    started.elapsed(),
-                ),
-            };
-            let _ = results.send(ProbeReport {
+            sink.send(ProbeReport {
                 target: target.name,
                 scheduled,
                 started,
                 result,
-            });
+                generation: target.generation,
+            })
+            .await;
         });
     }
     // Stopping: let the probe in flight finish (the caller bounds how long).

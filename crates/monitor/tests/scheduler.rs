@@ -272,3 +272,43 @@ async fn stop_cancels_a_probe_still_running_at_the_deadline() {
         "no result from the cancelled probe"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn targets_added_and_removed_while_running_leave_the_others_alone() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start = Instant::now();
+    let stays = || target("stays", "h", 2, 1, Sleepy::new(Duration::from_millis(10)));
+    let goes = target("goes", "h", 2, 1, Sleepy::new(Duration::from_millis(10)));
+    let mut scheduler = Scheduler::start(vec![stays(), goes], Limits::default(), tx);
+    let before = collect(&mut rx, start + Duration::from_secs(10)).await;
+    assert_eq!(before.iter().filter(|r| r.target == "goes").count(), 5);
+
+    assert!(scheduler.remove("goes"));
+    assert!(!scheduler.remove("goes"));
+    let added_at = Instant::now();
+    scheduler.add(target("new", "h2", 2, 1, Sleepy::new(Duration::ZERO)));
+    let mut names: Vec<&str> = scheduler.targets().collect();
+    names.sort_unstable();
+    assert_eq!(names, ["new", "stays"]);
+    let after = collect(&mut rx, start + Duration::from_secs(20)).await;
+    assert!(after.iter().all(|r| r.target != "goes"), "{after:?}");
+    let new: Vec<_> = after.iter().filter(|r| r.target == "new").collect();
+    assert_eq!(
+        new[0].started - added_at,
+        jitter_offset("new", Duration::from_secs(2)),
+        "the first run after its offset from when it was added"
+    );
+    // The target that stayed kept its rhythm: every 2 s from its first run, across the change.
+    let first = start + jitter_offset("stays", Duration::from_secs(2));
+    let stays: Vec<Instant> = before
+        .iter()
+        .chain(&after)
+        .filter(|r| r.target == "stays")
+        .map(|r| r.started)
+        .collect();
+    assert_eq!(stays.len(), 10);
+    for (k, at) in stays.iter().enumerate() {
+        assert_eq!(*at, first + Duration::from_secs(2 * k as u64));
+    }
+    assert_eq!(scheduler.skipped(), 0);
+}

@@ -3,6 +3,7 @@
 //! A thin `main` over [`run`]: it parses the command line, runs the command, and turns an error into
 //! a message on standard error and an exit code (1 for a failure, 2 for bad input).
 
+mod backup;
 mod serve;
 
 use std::path::PathBuf;
@@ -30,8 +31,11 @@ enum Command {
     },
     /// Load-test a target: open model (`--rate`) or closed (`--vus`), with thresholds.
     Load(Box<rampart_load::cli::LoadArgs>),
-    /// Run the monitor daemon: probes, history store, HTTP API; stops cleanly on SIGTERM.
+    /// Run the monitor daemon: probes, history store, HTTP API; stops cleanly on SIGTERM,
+    /// reloads its configuration on SIGHUP and when the file changes.
     Serve(serve::ServeArgs),
+    /// Copy the monitor's history store consistently, even while the daemon writes to it.
+    Backup(backup::BackupArgs),
 }
 
 /// How a command ended badly.
@@ -51,6 +55,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             code => Err(Failure::Exit(code)),
         },
         Command::Serve(args) => serve::run(args),
+        Command::Backup(args) => backup::run(args),
         Command::Check { file } => {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             if MonitorConfig::looks_like(&text) {

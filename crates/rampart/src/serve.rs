@@ -1,5 +1,16 @@
 //! `rampart serve --config FILE`: the monitor daemon. Probes the configured targets, keeps
 //! their history in the store, serves the HTTP API, and stops cleanly on SIGTERM or SIGINT.
+//!
+//! On SIGHUP, and when the file's content changes (unless `--no-watch`), the file is read and
+//! validated again: an invalid file is refused with every problem logged and the running
+//! configuration kept; a valid one is applied target by target (`Monitor::reconfigure`), the
+//! targets created through the API kept. Changes to `[server]` and `[store]` need a restart:
+//! they are logged and ignored.
+//!
+//! The file's directory is watched with `notify` (inotify on Linux), not the file itself: editors
+//! and configuration managers replace a file by renaming a new one over it (or swap a symlink),
+//! which a watch on the old file would not see. Once the file has been left alone for
+//! [`DEBOUNCE`] it is read, and reloaded if its content changed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,10 +18,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
-use rampart_monitor::Monitor;
-use rampart_monitor::config::{MonitorConfig, ServerConfig, StoreConfig};
+use rampart_monitor::config::{ConfigError, MonitorConfig, ServerConfig, StoreConfig};
 use rampart_monitor::scheduler::Limits;
 use rampart_monitor::store::{SqliteConfig, SqliteStore, Store};
+use rampart_monitor::{Monitor, Reconfiguration};
 use rampart_server::ServerState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
@@ -23,6 +34,11 @@ const PROBE_GRACE: Duration = Duration::from_secs(5);
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// How often the retention sweep runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How long the configuration file's directory must be quiet before a change is applied, so a
+/// file being written is not read half-way.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+/// The longest a change waits for the file to be left alone.
+const DEBOUNCE_AT_MOST: Duration = Duration::from_secs(5);
 
 /// Arguments of `rampart serve`.
 #[derive(Debug, Args)]
@@ -33,6 +49,9 @@ pub(crate) struct ServeArgs {
     /// How log lines on standard error look.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Reload the configuration on SIGHUP only, not when the file changes.
+    #[arg(long)]
+    no_watch: bool,
 }
 
 /// `--log-format`.
@@ -65,17 +84,20 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Runtime(e.into()))?;
     runtime
-        .block_on(daemon(config, args.config))
+        .block_on(daemon(config, args.config, !args.no_watch))
         .map_err(Failure::Runtime)
 }
 
-async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
-    // Installed first, so a signal during start-up is a clean stop too, not a kill.
+async fn daemon(config: MonitorConfig, file: PathBuf, watch: bool) -> anyhow::Result<()> {
+    // Installed first, so a signal during start-up is a clean stop too, not a kill (and SIGHUP,
+    // whose default is to end the process, a reload).
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let server_config = config.server.clone().unwrap_or_default();
     let store_config = config.store.clone().unwrap_or_default();
-    let table: toml::Table = std::fs::read_to_string(&file)?.parse()?;
+    let text = tokio::fs::read(&file).await?;
+    let table: toml::Table = std::str::from_utf8(&text)?.parse()?;
     let store = open_store(&store_config).await?;
     let shown = file.display().to_string();
     let state = ServerState::start(
@@ -102,14 +124,30 @@ async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
         },
     ));
 
-    let signal = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        served = &mut http => {
-            served??;
-            anyhow::bail!("the HTTP server stopped on its own");
+    let mut reloader = Reloader {
+        file: file.clone(),
+        shown: shown.clone(),
+        server: server_config,
+        store: store_config,
+        last: Some(text),
+    };
+    let (changed, mut changes_seen) = tokio::sync::mpsc::channel(1);
+    let watcher = watch.then(|| tokio::spawn(watch_file(file.clone(), changed)));
+    let signal = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reloader.reload(&state, "SIGHUP").await,
+            Some(()) = changes_seen.recv() => reloader.reload(&state, "file changed").await,
+            served = &mut http => {
+                served??;
+                anyhow::bail!("the HTTP server stopped on its own");
+            }
         }
     };
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     tracing::info!(
         signal,
         "stopping: no new probes, waiting for those in flight"
@@ -173,7 +211,8 @@ fn log_restored(monitor: &Monitor) {
     }
 }
 
-/// Logs every state change; follows the monitor as writes through the API replace it.
+/// Logs every state change (writes and reloads reconfigure the monitor in place; should it ever
+/// be replaced, this follows the new one).
 async fn log_changes(state: ServerState) {
     loop {
         let mut changes = state.monitor().subscribe();
@@ -188,6 +227,164 @@ async fn log_changes(state: ServerState) {
                 // That monitor is gone: a write replaced it.
                 Err(RecvError::Closed) => break,
             }
+        }
+    }
+}
+
+/// What a reload needs: the file, and what runs now of what cannot change without a restart.
+struct Reloader {
+    file: PathBuf,
+    shown: String,
+    server: ServerConfig,
+    store: StoreConfig,
+    /// The content last read (applied or refused).
+    last: Option<Vec<u8>>,
+}
+
+impl Reloader {
+    /// Reads, validates and applies the file; on any problem logs it and keeps what runs.
+    async fn reload(&mut self, state: &ServerState, why: &'static str) {
+        let text = tokio::fs::read(&self.file).await;
+        let text = match text {
+            Ok(text) => text,
+            Err(e) => {
+                self.last = None;
+                tracing::error!(reason = why, file = %self.shown, error = %e,
+                    "reload failed: cannot read the configuration; keeping the running one");
+                return;
+            }
+        };
+        if why == "file changed" && self.last.as_ref() == Some(&text) {
+            return;
+        }
+        self.last = Some(text.clone());
+        tracing::info!(reason = why, file = %self.shown, "reloading the configuration");
+        let Ok(text) = String::from_utf8(text) else {
+            tracing::error!(
+                "reload rejected: the file is not UTF-8; keeping the running configuration"
+            );
+            return;
+        };
+        let config = match MonitorConfig::from_str(&text, Some(&self.shown)) {
+            Ok(config) => config,
+            Err(e) => return rejected(&e),
+        };
+        let table: toml::Table = match text.parse() {
+            Ok(table) => table,
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+                return;
+            }
+        };
+        if config.server.clone().unwrap_or_default() != self.server {
+            tracing::warn!("[server] changed: needs a restart; ignored until then");
+        }
+        if config.store.clone().unwrap_or_default() != self.store {
+            tracing::warn!("[store] changed: needs a restart; ignored until then");
+        }
+        match state.reload(table).await {
+            Ok(plan) => reloaded(&plan),
+            Err(e) => match e.config() {
+                Some(problems) => rejected(problems),
+                None => tracing::error!(error = %e,
+                    "reload failed; keeping the running configuration"),
+            },
+        }
+    }
+}
+
+/// Logs every problem of a refused configuration, then the refusal.
+fn rejected(e: &ConfigError) {
+    for p in &e.problems {
+        tracing::error!(path = %p.path, problem = %p.message, "configuration problem");
+    }
+    tracing::error!(
+        problems = e.problems.len(),
+        "reload rejected; keeping the running configuration"
+    );
+}
+
+fn reloaded(plan: &Reconfiguration) {
+    tracing::info!(
+        added = ?plan.added,
+        removed = ?plan.removed,
+        reset = ?plan.reset,
+        rescheduled = ?plan.rescheduled,
+        updated = ?plan.updated,
+        unchanged = plan.unchanged.len(),
+        "configuration reloaded"
+    );
+}
+
+/// Watches the directory of `file`; once the file has been left alone for [`DEBOUNCE`] after a
+/// change (or [`DEBOUNCE_AT_MOST`] has passed), says so on `changed`; the reload compares the
+/// content, so a false alarm is a no-op. Only events that name the file count, unless the file
+/// is a symlink (swapped through other names, as Kubernetes does with ConfigMaps): then every
+/// event in the directory does. If the directory cannot be watched, logs it and leaves reloads
+/// to SIGHUP.
+async fn watch_file(file: PathBuf, changed: tokio::sync::mpsc::Sender<()>) {
+    use notify::event::{AccessKind, AccessMode};
+    use notify::{EventKind, RecursiveMode, Watcher};
+
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    // Called on notify's own thread; the watcher (and that thread) lives as long as this task.
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let _ = tx.send(event);
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP");
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), error = %e,
+            "cannot watch the configuration's directory; reload with SIGHUP");
+        return;
+    }
+    let name = file.file_name().map(ToOwned::to_owned);
+    let symlink = tokio::fs::symlink_metadata(&file)
+        .await
+        .is_ok_and(|m| m.file_type().is_symlink());
+    // Reading a file is an access event too: only accesses that wrote count, or the reload's
+    // own read would start the next one. Other files in the directory (the store, say) are
+    // ignored.
+    let matters = |event: &notify::Event| {
+        let kind = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => false,
+            _ => true,
+        };
+        kind && (symlink || event.paths.iter().any(|p| p.file_name() == name.as_deref()))
+    };
+    loop {
+        match events.recv().await {
+            None => return,
+            Some(Ok(event)) if matters(&event) => {}
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "watching the configuration file failed");
+                continue;
+            }
+        }
+        // Debounce: wait until nothing has happened to the file for a while.
+        let give_up = tokio::time::Instant::now() + DEBOUNCE_AT_MOST;
+        loop {
+            let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(give_up);
+            match tokio::time::timeout_at(quiet, events.recv()).await {
+                Err(_) => break,
+                Ok(None) => return,
+                Ok(Some(Ok(event))) if matters(&event) => {}
+                Ok(Some(_)) => {}
+            }
+        }
+        if changed.send(()).await.is_err() {
+            return;
         }
     }
 }

@@ -64,7 +64,7 @@ use rampart_monitor::store::Retention;
 use rampart_telemetry::Telemetry;
 
 pub use error::ApiError;
-pub use writes::StartError;
+pub use writes::{ReloadError, StartError};
 
 /// The largest request body accepted (64 KiB); larger ones get 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -72,8 +72,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// The longest a request may take before it gets 503 `timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the handlers share: the monitor and its configuration (replaced together when a write
-/// changes the targets), the metrics registry, and what writes need.
+/// What the handlers share: the monitor and its configuration (the configuration replaced when
+/// a write or a reload changes the targets, the monitor reconfigured in place), the metrics
+/// registry, and what writes need.
 #[derive(Debug, Clone)]
 pub struct ServerState {
     pub(crate) current: Arc<RwLock<Current>>,
@@ -132,7 +133,8 @@ impl ServerState {
             .clone()
     }
 
-    /// The monitor running now (a write to the targets replaces it).
+    /// The monitor running now (the same one for the server's life: writes and reloads
+    /// reconfigure it).
     pub fn monitor(&self) -> Arc<Monitor> {
         self.current().monitor
     }

@@ -10,7 +10,8 @@ use rampart_telemetry::{Labels, Telemetry};
 
 use crate::{Current, ServerState};
 
-/// Registers the score of each target and the number of targets in each state. The collector
+/// Registers the score of each target, the number of targets in each state, and the monitor's
+/// counters (runs skipped, store write failures, stale results dropped). The collector
 /// holds the state weakly: once the server is gone it writes nothing.
 pub(crate) fn register(telemetry: &Telemetry, current: &Arc<RwLock<Current>>) {
     let current: Weak<RwLock<Current>> = Arc::downgrade(current);
@@ -46,6 +47,29 @@ pub(crate) fn register(telemetry: &Telemetry, current: &Arc<RwLock<Current>>) {
         for (state, count) in &summary.counts {
             let labels = Labels::new().with("state", state.as_str());
             states.series(labels, Value::Gauge(*count as f64));
+        }
+        let counters = [
+            (
+                "rampart_monitor_skipped_runs",
+                "Probe runs skipped because the target's previous probe was still running or its \
+                 result was still waiting to be stored.",
+                monitor.skipped_runs(),
+            ),
+            (
+                "rampart_monitor_store_failures",
+                "History store writes that failed and were retried.",
+                monitor.store_failures(),
+            ),
+            (
+                "rampart_monitor_stale_results",
+                "Results dropped because their target was removed or restarted before they were \
+                 stored.",
+                monitor.stale_results(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            out.family(name, help, MetricKind::Counter, None)
+                .series(Labels::new(), Value::Counter(value as f64));
         }
     });
 }

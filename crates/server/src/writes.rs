@@ -2,9 +2,12 @@
 //!
 //! A write is validated by adding the API targets to the configuration file's table and
 //! validating the whole (so dependencies and heartbeat tokens are checked across both), stored
-//! in the history store (so it survives restarts), and then applied by starting a new monitor
-//! on the new configuration: it restores every target from the store, so no state or incident
-//! is lost, and the old monitor is stopped.
+//! in the history store (so it survives restarts), and then applied to the running monitor with
+//! [`Monitor::reconfigure`]: only the target written starts, restarts or stops; every other
+//! target keeps running with its state, and subscribers keep their receivers.
+//!
+//! A reload of the configuration file ([`ServerState::reload`]) goes the same way, with the API
+//! targets added to the new file's table.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
@@ -15,11 +18,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rampart_monitor::Monitor;
 use rampart_monitor::config::{ConfigError, MonitorConfig, Secret};
 use rampart_monitor::heartbeat::HeartbeatTracker;
 use rampart_monitor::scheduler::Limits;
 use rampart_monitor::store::{Store, StoreError};
+use rampart_monitor::{Monitor, Reconfiguration, ReconfigureError};
 use rampart_telemetry::Telemetry;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,9 +31,6 @@ use subtle::ConstantTimeEq;
 
 use crate::api::describe;
 use crate::{ApiError, Current, ServerState};
-
-/// How long probes of a replaced monitor may finish.
-const REPLACE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the daemon's state could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +53,38 @@ pub enum StartError {
     },
 }
 
+/// Why [`ServerState::reload`] kept the running configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The state was built without a configuration file ([`ServerState::new`]).
+    #[error("this server was not started from a configuration file")]
+    NoFile,
+    /// The server is stopping.
+    #[error("the server is stopping")]
+    Closed,
+    /// The new file, with the targets created through the API added, is not valid.
+    #[error("the new configuration with the targets created through the API is not valid")]
+    Config(#[source] ConfigError),
+    /// The monitor could not follow (it is shut down, or the store could not be read).
+    #[error("the monitor could not follow the new configuration")]
+    Monitor(#[source] ReconfigureError),
+}
+
+impl ReloadError {
+    /// The configuration's problems, each with its key path, if that is why.
+    pub fn config(&self) -> Option<&ConfigError> {
+        match self {
+            ReloadError::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// What writes need: the file's table, the store, the token's digest.
 pub(crate) struct Writes {
-    base: toml::Table,
+    /// The configuration file's table; replaced by a reload, under the write lock.
+    base: std::sync::Mutex<toml::Table>,
     origin: Option<String>,
     store: Arc<dyn Store>,
     limits: Limits,
@@ -96,7 +125,7 @@ impl ServerState {
             api.insert(t.name, value);
         }
         let writes = Writes {
-            base: table,
+            base: std::sync::Mutex::new(table),
             origin: origin.map(str::to_owned),
             store,
             limits,
@@ -116,6 +145,15 @@ impl ServerState {
             Some(Arc::new(writes)),
         ))
     }
+
+    /// Applies a new configuration file's `table` (already read; the API targets are added to
+    /// it) through [`Monitor::reconfigure`]: unchanged targets keep running untouched. On any
+    /// error the running configuration is kept. The `[server]` and `[store]` sections of the
+    /// new table are not applied (the caller decides what to say about them).
+    pub async fn reload(&self, table: toml::Table) -> Result<Reconfiguration, ReloadError> {
+        let w = self.writes.as_deref().ok_or(ReloadError::NoFile)?;
+        w.reload(self, table).await
+    }
 }
 
 impl Writes {
@@ -126,7 +164,21 @@ impl Writes {
         api: &BTreeMap<String, Value>,
         body: Option<&str>,
     ) -> Result<MonitorConfig, ConfigError> {
-        let mut table = self.base.clone();
+        let base = self
+            .base
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.merge_into(base, api, body)
+    }
+
+    /// `table` with `api` added, validated.
+    fn merge_into(
+        &self,
+        mut table: toml::Table,
+        api: &BTreeMap<String, Value>,
+        body: Option<&str>,
+    ) -> Result<MonitorConfig, ConfigError> {
         let file_targets = table
             .get("target")
             .and_then(toml::Value::as_array)
@@ -198,8 +250,7 @@ impl Writes {
         }
     }
 
-    /// Validates `api`, stores the change to `name`, starts a monitor on the new configuration
-    /// and stops the old one.
+    /// Validates `api`, stores the change to `name`, and applies it to the running monitor.
     async fn apply(
         &self,
         s: &ServerState,
@@ -219,22 +270,48 @@ impl Writes {
             None => self.store.delete_api_target(name).await.map(drop),
         };
         stored.map_err(|e| ApiError::internal(&e).into_response())?;
-        let monitor = self
-            .monitor(&config)
+        let monitor = s.monitor();
+        monitor
+            .reconfigure(&config)
             .await
             .map_err(|e| ApiError::internal(&e).into_response())?;
         let current = Current {
-            monitor: Arc::new(monitor),
+            monitor,
             config: Arc::new(config),
             api: Arc::new(api),
         };
-        let old = std::mem::replace(
-            &mut *s.current.write().unwrap_or_else(PoisonError::into_inner),
-            current.clone(),
-        );
-        old.monitor.shutdown(REPLACE_GRACE).await;
+        *s.current.write().unwrap_or_else(PoisonError::into_inner) = current.clone();
         tracing::info!(target_name = %name, "targets changed through the API");
         Ok(current)
+    }
+
+    /// Applies a new file `table`, one write at a time.
+    async fn reload(
+        &self,
+        s: &ServerState,
+        table: toml::Table,
+    ) -> Result<Reconfiguration, ReloadError> {
+        let open = self.lock.lock().await;
+        if !*open {
+            return Err(ReloadError::Closed);
+        }
+        let c = s.current();
+        let config = self
+            .merge_into(table.clone(), &c.api, None)
+            .map_err(ReloadError::Config)?;
+        let plan = c
+            .monitor
+            .reconfigure(&config)
+            .await
+            .map_err(ReloadError::Monitor)?;
+        *self.base.lock().unwrap_or_else(PoisonError::into_inner) = table;
+        *s.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
+            monitor: c.monitor,
+            config: Arc::new(config),
+            api: c.api,
+        };
+        drop(open);
+        Ok(plan)
     }
 
     pub(crate) async fn shutdown(&self, s: &ServerState, grace: Duration) {

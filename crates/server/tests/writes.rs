@@ -202,3 +202,147 @@ async fn a_read_only_server_refuses_writes_and_secrets_never_show() {
     let (status, v) = send(ro, "POST", "/api/targets", TOKEN, &secret).await;
     assert_eq!((status, error_code(&v)), (401, "unauthorized"), "{v}");
 }
+
+/// Waits (within a deadline) until `target` has at least `n` successes in a row.
+async fn until_successes(state: &ServerState, target: &str, n: u32) -> u32 {
+    let monitor = state.monitor();
+    let mut results = monitor.subscribe_results();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let seen = monitor
+                .target(target)
+                .map_or(0, |t| t.consecutive_successes);
+            if seen >= n {
+                return seen;
+            }
+            results.recv().await.unwrap();
+        }
+    })
+    .await
+    .expect("the target passes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_leaves_other_targets_running_and_subscribers_subscribed() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let (addr, state) = start(&dir.path().join("h.db"), up_addr).await;
+    let before = until_successes(&state, "file-t", 2).await;
+    let monitor = state.monitor();
+    let mut changes = monitor.subscribe();
+    let mut results = monitor.subscribe_results();
+
+    let target = json!({
+        "name": "api-t", "kind": "tcp", "interval": "1s", "timeout": "1s",
+        "tcp": { "address": up_addr.to_string() },
+    });
+    let (status, v) = send(addr, "POST", "/api/targets", TOKEN, &target).await;
+    assert_eq!(status, 201, "{v}");
+
+    // The same monitor, the file target's state and runs untouched (not restarted: a restart
+    // would have reset its run of successes).
+    assert!(Arc::ptr_eq(&monitor, &state.monitor()));
+    let (_, v) = get_json(addr, "/api/targets/file-t").await;
+    assert_eq!(v["health"]["state"], "healthy", "{v}");
+    let kept = v["health"]["consecutive_successes"].as_u64().unwrap();
+    assert!(kept >= u64::from(before), "{kept} < {before}: {v}");
+
+    // The subscribers from before the write receive results of both targets after it, and the
+    // new target's first state change.
+    let mut seen = std::collections::BTreeSet::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while seen.len() < 2 {
+            seen.insert(results.recv().await.unwrap().target);
+        }
+    })
+    .await
+    .expect("results of both targets");
+    let change = tokio::time::timeout(Duration::from_secs(20), changes.recv())
+        .await
+        .expect("a change")
+        .unwrap();
+    assert_eq!(change.target, "api-t");
+    let after = until_successes(&state, "file-t", before + 1).await;
+    assert!(after > before);
+
+    // A delete stops only the deleted target.
+    let (status, _) = send(addr, "DELETE", "/api/targets/api-t", TOKEN, &json!({})).await;
+    assert_eq!(status, 204);
+    assert!(monitor.target("api-t").is_none());
+    let kept = monitor.target("file-t").unwrap().consecutive_successes;
+    assert!(kept >= after);
+
+    // The monitor's counters are exported.
+    let (status, body) = common::request(addr, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    for line in [
+        "rampart_monitor_store_failures_total 0",
+        "rampart_monitor_skipped_runs_total ",
+        "rampart_monitor_stale_results_total ",
+    ] {
+        assert!(body.contains(line), "{line}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_a_valid_file_keeps_api_targets_and_refuses_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let (addr, state) = start(&dir.path().join("h.db"), up_addr).await;
+    let target = json!({
+        "name": "api-t", "kind": "tcp", "interval": "1s", "timeout": "1s",
+        "tcp": { "address": up_addr.to_string() },
+    });
+    let (status, v) = send(addr, "POST", "/api/targets", TOKEN, &target).await;
+    assert_eq!(status, 201, "{v}");
+
+    // Invalid: every problem reported, nothing changed.
+    let bad: toml::Table = "[[target]]\nname = \"x\"\nkind = \"tcp\"\ninterval = \"0s\"\n\
+                            [target.tcp]\nadress = \"h:1\"\n"
+        .parse()
+        .unwrap();
+    let err = state.reload(bad).await.unwrap_err();
+    let problems = &err.config().unwrap().problems;
+    assert!(problems.len() >= 2, "{problems:?}");
+    let (_, v) = get_json(addr, "/api/targets").await;
+    assert_eq!(
+        names(&v),
+        [
+            ("file-t".into(), "config".into()),
+            ("api-t".into(), "api".into())
+        ]
+    );
+
+    // A file target named like an API target: refused too.
+    let clash: toml::Table = format!(
+        "[[target]]\nname = \"api-t\"\nkind = \"tcp\"\ntimeout = \"1s\"\n[target.tcp]\naddress = \"{up_addr}\"\n"
+    )
+    .parse()
+    .unwrap();
+    assert!(state.reload(clash).await.unwrap_err().config().is_some());
+
+    // Valid: the file target replaced by another, the API target kept.
+    let good: toml::Table = format!(
+        "[[target]]\nname = \"file-2\"\nkind = \"tcp\"\ninterval = \"1s\"\n\
+         timeout = \"1s\"\n[target.tcp]\naddress = \"{up_addr}\"\n"
+    )
+    .parse()
+    .unwrap();
+    let plan = state.reload(good).await.unwrap();
+    assert_eq!(
+        (plan.added.as_slice(), plan.removed.as_slice()),
+        (&["file-2".to_owned()][..], &["file-t".to_owned()][..])
+    );
+    assert_eq!(plan.unchanged, ["api-t"]);
+    let (_, v) = get_json(addr, "/api/targets").await;
+    assert_eq!(
+        names(&v),
+        [
+            ("file-2".into(), "config".into()),
+            ("api-t".into(), "api".into())
+        ]
+    );
+    until_successes(&state, "file-2", 1).await;
+}

@@ -205,6 +205,48 @@ impl CheckConfig {
     }
 }
 
+impl CheckConfig {
+    /// True if `other` checks the same thing the same way (secrets compared too), so a
+    /// reconfigured target with this check keeps its health state. Kinds this comparison does
+    /// not know yet count as different: such a target starts over on every reconfiguration.
+    pub fn same_as(&self, other: &CheckConfig) -> bool {
+        match (self, other) {
+            (CheckConfig::Http(a), CheckConfig::Http(b)) => {
+                a.url == b.url
+                    && a.method == b.method
+                    && a.headers == b.headers
+                    && a.body == b.body
+                    && a.expected_status == b.expected_status
+                    && a.body_contains == b.body_contains
+                    && a.body_regex.as_ref().map(Regex::as_str)
+                        == b.body_regex.as_ref().map(Regex::as_str)
+                    && a.json_pointer == b.json_pointer
+                    && a.max_redirects == b.max_redirects
+                    && a.keep_alive == b.keep_alive
+            }
+            (CheckConfig::Tcp(a), CheckConfig::Tcp(b)) => a == b,
+            (CheckConfig::Tls(a), CheckConfig::Tls(b)) => a == b,
+            (CheckConfig::Postgres(a), CheckConfig::Postgres(b)) => a == b,
+            (CheckConfig::Redis(a), CheckConfig::Redis(b)) => a == b,
+            (CheckConfig::Mqtt(a), CheckConfig::Mqtt(b)) => a == b,
+            (CheckConfig::Dns(a), CheckConfig::Dns(b)) => a == b,
+            (CheckConfig::Heartbeat(a), CheckConfig::Heartbeat(b)) => {
+                let schedule = match (&a.schedule, &b.schedule) {
+                    (HeartbeatSchedule::Every(x), HeartbeatSchedule::Every(y)) => x == y,
+                    (HeartbeatSchedule::Cron(x), HeartbeatSchedule::Cron(y)) => {
+                        x.pattern.to_string() == y.pattern.to_string()
+                    }
+                    _ => false,
+                };
+                schedule && a.token == b.token && a.grace == b.grace
+            }
+            // Different kinds, or a kind not compared above.
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
 /// `[target.http]`, validated.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -85,6 +85,20 @@ impl StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// The `[store]` section of a configuration file's `table` alone (the defaults if it has
+    /// none), for tools that need only the store, like `rampart backup`: the rest of the file
+    /// is not validated. `origin` names the file in errors.
+    pub fn from_table(table: &toml::Table, origin: Option<&str>) -> Result<Self, ConfigError> {
+        let mut errors = ConfigError::new(origin);
+        let config = match table.get("store") {
+            Some(value) => store(value, &mut errors),
+            None => Some(StoreConfig::default()),
+        };
+        errors.into_result(config.unwrap_or_default())
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {

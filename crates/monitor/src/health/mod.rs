@@ -154,6 +154,9 @@ pub enum ChangeCause {
         /// The parent whose state caused it (for unreachable: the first parent that is down).
         parent: String,
     },
+    /// The configuration changed: its check changed (its state starts over as unknown), or a
+    /// dependency was added or removed (see [`HealthModel::reconfigure`]).
+    Reconfigured,
 }
 
 /// The model's view of one target.
@@ -299,6 +302,59 @@ impl HealthModel {
             e.own = state;
         }
         self.propagate(i, None);
+    }
+
+    /// Follows a new configuration: the model becomes one of `targets`, in their order.
+    ///
+    /// A target also in the old model keeps its state, score window and runs (its group,
+    /// weight, thresholds and dependencies are taken from `targets`), unless it is named in
+    /// `reset`: then it starts over as unknown, like a new target. Targets no longer present are
+    /// forgotten. Each target named in `restored` is then [restored](Self::restore) (a target
+    /// added back, with its stored history). Dependencies are resolved again and every shown
+    /// state recomputed; the changes returned are those of targets in both models whose shown
+    /// state differs from before, each with cause [`ChangeCause::Reconfigured`].
+    pub fn reconfigure(
+        &mut self,
+        targets: &[TargetConfig],
+        reset: &[&str],
+        restored: &[(&str, HealthState, &[ResultRecord])],
+    ) -> Vec<StateChange> {
+        let old = std::mem::replace(self, HealthModel::new(targets));
+        for i in 0..self.entries.len() {
+            let name = self.entries[i].name.clone();
+            if reset.contains(&name.as_str()) {
+                continue;
+            }
+            let Some(o) = old.entry(&name) else { continue };
+            let via = o
+                .via
+                .and_then(|p| self.index.get(&old.entries[p].name).copied());
+            let e = &mut self.entries[i];
+            e.own = o.own;
+            e.shown = o.shown;
+            e.via = via;
+            e.failures = o.failures;
+            e.successes = o.successes;
+            e.recent = o.recent.clone();
+            e.last_latency = o.last_latency;
+        }
+        for (name, state, recent) in restored {
+            self.restore(name, *state, recent);
+        }
+        // The changes it reports are measured against the old model below.
+        self.propagate(usize::MAX, None);
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let from = old.entry(&e.name)?.shown;
+                (from != e.shown).then(|| StateChange {
+                    target: e.name.clone(),
+                    from,
+                    to: e.shown,
+                    cause: ChangeCause::Reconfigured,
+                })
+            })
+            .collect()
     }
 
     /// Recomputes the shown state of every target (a fixpoint over the dependency graph, which is

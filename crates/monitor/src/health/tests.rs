@@ -363,3 +363,66 @@ fn restoring_an_unknown_target_changes_nothing() {
     m.restore("zz", Unhealthy, &[]);
     assert_eq!(m.state("a"), Some(Unknown));
 }
+
+#[test]
+fn reconfigure_keeps_resets_restores_and_resolves_dependencies_again() {
+    let one = Thresholds::new(1, 1);
+    let mut m = HealthModel::new(&[
+        tcp("db").with_thresholds(one),
+        tcp("api").depends_on("db"),
+        tcp("web"),
+        tcp("gone"),
+    ]);
+    m.record("db", &fail());
+    m.record("api", &ok());
+    m.record("web", &ok());
+    m.record("web", &fail());
+    assert_eq!(m.state("api"), Some(Unreachable));
+    let web = m.target("web").unwrap();
+
+    // api no longer depends on db, web is kept as it was, db is reset, gone is gone, and new is
+    // added back with a stored history.
+    let stored = [ResultRecord::new(
+        "new",
+        std::time::SystemTime::now(),
+        &fail(),
+    )];
+    let changes = m.reconfigure(
+        &[
+            tcp("db").with_thresholds(one),
+            tcp("api").with_group("g2"),
+            tcp("web"),
+            tcp("new"),
+        ],
+        &["db"],
+        &[("new", Unhealthy, &stored)],
+    );
+    assert_eq!(m.state("db"), Some(Unknown));
+    assert_eq!(m.state("api"), Some(Healthy));
+    assert_eq!(m.target("api").unwrap().group, "g2");
+    assert_eq!(m.target("web").unwrap(), web);
+    assert_eq!(m.state("gone"), None);
+    assert_eq!(m.state("new"), Some(Unhealthy));
+    assert_eq!(m.target("new").unwrap().consecutive_failures, 1);
+    let summary: Vec<String> = m.summary().targets.into_iter().map(|t| t.name).collect();
+    assert_eq!(summary, ["db", "api", "web", "new"], "in the new order");
+    // Changes only for targets in both models, each said to come from the reconfiguration.
+    let seen: Vec<(&str, HealthState, HealthState)> = changes
+        .iter()
+        .map(|c| (c.target.as_str(), c.from, c.to))
+        .collect();
+    assert_eq!(
+        seen,
+        [("db", Unhealthy, Unknown), ("api", Unreachable, Healthy)]
+    );
+    assert!(changes.iter().all(|c| c.cause == ChangeCause::Reconfigured));
+
+    // A new dependency on a target that is down makes the child unreachable at once.
+    let changes = m.reconfigure(&[tcp("new"), tcp("web").depends_on("new")], &[], &[]);
+    assert_eq!(m.state("web"), Some(Unreachable));
+    assert_eq!(
+        m.target("web").unwrap().unreachable_via.as_deref(),
+        Some("new")
+    );
+    assert_eq!(changes.len(), 1, "{changes:?}");
+}

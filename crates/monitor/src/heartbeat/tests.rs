@@ -112,3 +112,20 @@ async fn the_probe_fails_as_missed() {
     let r = HeartbeatProbe::new(tracker, "nope").probe(SECOND).await;
     assert_eq!(r.failure_kind(), Some(FailureKind::Missed));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_target_forgets_its_token_and_the_others_keep_theirs() {
+    let tracker = HeartbeatTracker::new();
+    tracker.add("job", &check(HeartbeatSchedule::Every(MINUTE), MINUTE));
+    let other = HeartbeatCheck::new("another-token-0123456789", HeartbeatSchedule::Every(MINUTE));
+    tracker.add("other", &other);
+    assert!(tracker.remove("job"));
+    assert!(!tracker.remove("job"));
+    assert!(tracker.evaluate("job").is_none());
+    assert!(tracker.heartbeat(TOKEN).is_err());
+    assert_eq!(
+        tracker.heartbeat("another-token-0123456789").unwrap(),
+        "other"
+    );
+    assert_eq!(tracker.evaluate("other").unwrap().beats, 1);
+}

@@ -67,6 +67,19 @@ pub enum StoreError {
         /// What was wrong.
         what: String,
     },
+    /// A backup could not be made; no copy was left behind.
+    #[error("cannot back up history store {} to {}: {what}", path.display(), dest.display())]
+    Backup {
+        /// The database file.
+        path: PathBuf,
+        /// The copy asked for.
+        dest: PathBuf,
+        /// What went wrong.
+        what: String,
+        /// What SQLite said, if it was SQLite.
+        #[source]
+        source: Option<Arc<rusqlite::Error>>,
+    },
     /// The store was closed (or its writer stopped); the write was not accepted.
     #[error("history store {} is closed", path.display())]
     Closed {

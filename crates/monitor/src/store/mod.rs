@@ -21,8 +21,12 @@
 //! - **Retention** per level ([`Retention`]: raw 7 days, 1-minute 30 days, 1-hour 365 days, 1-day
 //!   forever by default), applied by [`Store::sweep`] in bounded batches.
 //!
+//! - **Backup**: [`backup`] copies a live store consistently (SQLite's online backup API)
+//!   while the daemon writes; `rampart backup` runs it.
+//!
 //! The guide is the "History store" section of `docs/monitor.md`. See [`SqliteStore`] for an example.
 
+mod backup;
 mod config;
 mod error;
 pub(crate) mod record;
@@ -38,6 +42,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
 
+pub use backup::{BackupReport, backup};
 pub use config::{MAX_POINTS, RAW_RANGE, Resolution, Retention, SqliteConfig};
 pub use error::StoreError;
 pub use record::{ApiTarget, Batch, Incident, ResultRecord, StateChangeRecord, TargetState};

@@ -71,6 +71,7 @@ impl StateChangeRecord {
         let cause = match &change.cause {
             ChangeCause::Probe { failure } => failure.clone(),
             ChangeCause::Dependency { parent } => Some(format!("via {parent}")),
+            ChangeCause::Reconfigured => Some("reconfigured".to_owned()),
         };
         StateChangeRecord {
             target: change.target.clone(),
