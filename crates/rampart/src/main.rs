@@ -4,6 +4,7 @@
 //! a message on standard error and an exit code (1 for a failure, 2 for bad input).
 
 mod backup;
+mod demo;
 mod serve;
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ enum Command {
     },
     /// Load-test a target: open model (`--rate`) or closed (`--vus`), with thresholds.
     Load(Box<rampart_load::cli::LoadArgs>),
+    /// Run the monitor daemon on a built-in configuration with demo services (no setup needed).
+    Demo(demo::DemoArgs),
     /// Run the monitor daemon: probes, history store, HTTP API; stops cleanly on SIGTERM,
     /// reloads its configuration on SIGHUP and when the file changes.
     Serve(serve::ServeArgs),
@@ -55,6 +58,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             code => Err(Failure::Exit(code)),
         },
         Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Check { file } => {
             let text = std::fs::read_to_string(&file).unwrap_or_default();

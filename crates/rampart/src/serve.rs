@@ -56,7 +56,7 @@ pub(crate) struct ServeArgs {
 
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
+pub(crate) enum LogFormat {
     /// One human-readable line per event.
     Text,
     /// One JSON object per event.
@@ -66,17 +66,7 @@ enum LogFormat {
 /// Runs the daemon until SIGTERM or SIGINT; a bad configuration is an input failure (exit 2),
 /// anything else that stops it a runtime failure (exit 1).
 pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    init_logs(args.log_format);
     let config = MonitorConfig::from_file(&args.config)
         .map_err(|e| Failure::Input(anyhow::Error::new(e)))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,7 +78,26 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .map_err(Failure::Runtime)
 }
 
-async fn daemon(config: MonitorConfig, file: PathBuf, watch: bool) -> anyhow::Result<()> {
+/// Log lines on standard error, filtered by `RUST_LOG` (default `info`).
+pub(crate) fn init_logs(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+pub(crate) async fn daemon(
+    config: MonitorConfig,
+    file: PathBuf,
+    watch: bool,
+) -> anyhow::Result<()> {
     // Installed first, so a signal during start-up is a clean stop too, not a kill (and SIGHUP,
     // whose default is to end the process, a reload).
     let mut term = signal(SignalKind::terminate())?;
