@@ -30,14 +30,11 @@ pub struct TlsProbe {
 impl TlsProbe {
     /// A probe for `check`, trusting its roots if it has some, else the Mozilla roots.
     pub fn new(check: TlsCheck) -> Self {
-        let roots = match &check.roots {
-            Some(roots) => root_store(roots.iter().cloned()),
-            None => mozilla_roots(),
+        let tls = match &check.roots {
+            Some(roots) => client_config(root_store(roots.iter().cloned())),
+            None => mozilla_client_config(),
         };
-        TlsProbe {
-            tls: client_config(roots),
-            check,
-        }
+        TlsProbe { tls, check }
     }
 
     async fn run(&self, deadline: Instant, result: &mut ProbeResult) -> Result<(), Failure> {
@@ -91,6 +88,16 @@ impl Probe for TlsProbe {
 }
 
 /// The Mozilla root certificates of `webpki-roots`.
+/// The client configuration trusting the Mozilla roots, built once and shared by every probe
+/// that uses it: the parsed root store is about 20 KiB, too much to repeat per target.
+pub(crate) fn mozilla_client_config() -> Result<Arc<ClientConfig>, String> {
+    static SHARED: std::sync::OnceLock<Result<Arc<ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| client_config(mozilla_roots()))
+        .clone()
+}
+
 pub(crate) fn mozilla_roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
