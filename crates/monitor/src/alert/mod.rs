@@ -6,11 +6,13 @@
 
 pub mod model;
 pub mod notify;
+pub mod watchdog;
 
 pub use model::{
     Acknowledgement, AlertSnapshot, AlertStatus, Fingerprint, Labels, Notification, Severity,
 };
-pub use notify::{Notifier, NotifyError};
+pub use notify::{Notifier, NotifyError, ReceiverConfig, ReceiverKind};
+pub use watchdog::{PingConfig, PingMethod, Watchdog, WatchdogHandle, WatchdogStatus};
 
 use crate::store::StoreFuture;
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::http::{self, DEFAULT_TIMEOUT};
 use super::{BuildError, Notifier, NotifyError, NotifyFuture};
-use crate::alert::model::Notification;
+use crate::alert::model::{AlertStatus, Notification};
 
 /// An Alertmanager's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,14 @@ impl AlertmanagerNotifier {
                         "annotations": alert.annotations,
                         "startsAt": alert.starts_at.to_rfc3339(),
                     });
-                    if let Some(ends) = alert.ends_at {
+                    // A resolved alert must carry an end, or Alertmanager keeps it firing.
+                    let ends = match alert.status {
+                        AlertStatus::Resolved => {
+                            Some(alert.ends_at.unwrap_or(notification.created_at))
+                        }
+                        AlertStatus::Firing => alert.ends_at,
+                    };
+                    if let Some(ends) = ends {
                         a["endsAt"] = json!(ends.to_rfc3339());
                     }
                     if let Some(url) = &notification.external_url {

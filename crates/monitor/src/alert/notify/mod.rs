@@ -15,7 +15,7 @@
 mod alertmanager;
 mod config;
 mod email;
-mod http;
+pub(crate) mod http;
 mod pagerduty;
 mod slack;
 mod webhook;
