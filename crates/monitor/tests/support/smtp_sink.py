@@ -59,7 +59,8 @@ def authenticator(expected):
             and auth_data.login.decode() == user
             and auth_data.password.decode() == password
         )
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers a failure with its own 535.
+        return AuthResult(success=ok, handled=False)
 
     return check
 
