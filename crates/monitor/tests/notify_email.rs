@@ -108,7 +108,7 @@ fn skip<T>(what: &str) -> Option<T> {
 }
 
 /// The value of header `name` in a raw message (first occurrence, unfolded).
-fn header<'a>(raw: &'a str, name: &str) -> Option<String> {
+fn header(raw: &str, name: &str) -> Option<String> {
     let head = raw.split("\r\n\r\n").next().unwrap_or(raw);
     let mut lines = head.split("\r\n").peekable();
     while let Some(line) = lines.next() {
