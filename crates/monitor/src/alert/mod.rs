@@ -12,7 +12,9 @@ pub use model::{
     Acknowledgement, AlertSnapshot, AlertStatus, Fingerprint, Labels, Notification, Severity,
 };
 pub use notify::{Notifier, NotifyError, ReceiverConfig, ReceiverKind};
-pub use watchdog::{PingConfig, PingMethod, Watchdog, WatchdogHandle, WatchdogStatus};
+pub use watchdog::{
+    PingConfig, PingMethod, Watchdog, WatchdogConfig, WatchdogHandle, WatchdogStatus,
+};
 
 use crate::store::StoreFuture;
 

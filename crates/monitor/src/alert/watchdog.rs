@@ -47,7 +47,9 @@ use super::model::{AlertSnapshot, AlertStatus, Fingerprint, Labels, Notification
 use super::notify::{
     AlertmanagerConfig, AlertmanagerNotifier, BuildError, DEFAULT_TIMEOUT, Notifier, NotifyError,
 };
-use crate::config::Secret;
+use crate::config::{Secret, SecretSource, read_lenient};
+use rampart_resilience::{ConfigError, serde_duration};
+use serde::Deserialize;
 
 /// The name of the always-firing alert (its `alertname` label), as Prometheus's own
 /// `Watchdog` alert.
@@ -427,6 +429,156 @@ async fn beat_until(
     }
 }
 
+/// `[alerting.watchdog]` as configured: the interval, and the ping and/or the Alertmanager.
+///
+/// ```toml
+/// [alerting.watchdog]
+/// interval = "1m"                                             # default 1m
+/// ping = { url_env = "HEALTHCHECKS_URL", method = "POST" }    # url, url_env or url_file; timeout
+/// alertmanager = { url = "http://127.0.0.1:9093" }            # sends the Watchdog alert; timeout
+/// labels = { env = "prod" }                                   # added to the Watchdog alert
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WatchdogConfig {
+    /// How often to beat (default [`DEFAULT_INTERVAL`]).
+    pub interval: Duration,
+    /// The URL to ping, if any.
+    pub ping: Option<PingConfig>,
+    /// The Alertmanager to send the `Watchdog` alert to, if any.
+    pub alertmanager: Option<AlertmanagerConfig>,
+    /// Labels added to the `Watchdog` alert.
+    pub labels: Labels,
+}
+
+/// The default beat interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+impl WatchdogConfig {
+    /// Reads a `[alerting.watchdog]` table, reporting every problem under `path`.
+    pub fn from_toml(path: &str, value: &toml::Value) -> Result<WatchdogConfig, ConfigError> {
+        let mut errors = ConfigError::new(None);
+        match watchdog(path, value, &mut errors) {
+            Some(w) if errors.is_empty() => Ok(w),
+            _ => Err(errors),
+        }
+    }
+
+    /// The switch this configures (start it with [`Watchdog::start`]).
+    pub fn watchdog(&self) -> Watchdog {
+        let mut w = Watchdog::new(self.interval).with_labels(self.labels.clone());
+        if let Some(ping) = &self.ping {
+            w = w.with_ping(ping.clone());
+        }
+        if let Some(am) = &self.alertmanager {
+            w = w.with_alertmanager_config(am.clone());
+        }
+        w
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatchdog {
+    #[serde(default, with = "serde_duration::option")]
+    interval: Option<Duration>,
+    ping: Option<RawPing>,
+    alertmanager: Option<RawAlertmanager>,
+    #[serde(default)]
+    labels: Labels,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPing {
+    url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<String>,
+    method: Option<String>,
+    #[serde(default, with = "serde_duration::option")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlertmanager {
+    url: String,
+    #[serde(default, with = "serde_duration::option")]
+    timeout: Option<Duration>,
+}
+
+/// Reads `[alerting.watchdog]` at `path`, reporting every problem under it.
+pub(crate) fn watchdog(
+    path: &str,
+    value: &toml::Value,
+    errors: &mut ConfigError,
+) -> Option<WatchdogConfig> {
+    let raw: RawWatchdog = read_lenient(path, value, errors)?;
+    let before = errors.problems.len();
+    let positive = |key: &str, d: Option<Duration>, errors: &mut ConfigError| match d {
+        Some(d) if d.is_zero() => {
+            errors.push(format!("{path}.{key}"), "must be more than 0s");
+            None
+        }
+        d => d,
+    };
+    let interval = positive("interval", raw.interval, errors).unwrap_or(DEFAULT_INTERVAL);
+    if raw.ping.is_none() && raw.alertmanager.is_none() {
+        errors.push(path.to_owned(), "needs `ping`, `alertmanager` or both");
+    }
+    let ping = raw.ping.and_then(|p| {
+        let at = format!("{path}.ping");
+        let url = SecretSource {
+            inline: p.url.as_deref(),
+            env: p.url_env.as_deref(),
+            file: p.url_file.as_deref(),
+        }
+        .read(&at, "url", errors);
+        if let Some(u) = &url
+            && super::notify::http::check_url("url", u.expose()).is_err()
+        {
+            errors.push(format!("{at}.url"), "must be an absolute http(s) URL");
+        }
+        let method = match p.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("GET") => PingMethod::Get,
+            Some("POST") => PingMethod::Post,
+            Some(other) => {
+                errors.push(
+                    format!("{at}.method"),
+                    format!("must be \"GET\" or \"POST\", got {other:?}"),
+                );
+                PingMethod::Get
+            }
+        };
+        let timeout = positive("ping.timeout", p.timeout, errors).unwrap_or(DEFAULT_TIMEOUT);
+        Some(PingConfig {
+            url: url?,
+            method,
+            timeout,
+        })
+    });
+    let alertmanager = raw.alertmanager.map(|a| {
+        if super::notify::http::check_url("url", &a.url).is_err() {
+            errors.push(
+                format!("{path}.alertmanager.url"),
+                format!("must be an absolute http(s) URL, got {:?}", a.url),
+            );
+        }
+        let timeout =
+            positive("alertmanager.timeout", a.timeout, errors).unwrap_or(DEFAULT_TIMEOUT);
+        AlertmanagerConfig::new(a.url).with_timeout(timeout)
+    });
+    if errors.problems.len() > before {
+        return None;
+    }
+    Some(WatchdogConfig {
+        interval,
+        ping,
+        alertmanager,
+        labels: raw.labels,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,5 +723,56 @@ mod tests {
         assert_eq!(a.alerts[0].labels["alertname"], "Watchdog");
         assert_eq!(a.alerts[0].labels["env"], "prod");
         assert_eq!(a.title(), "[FIRING:1] Watchdog");
+    }
+
+    #[test]
+    fn the_config_parses_and_reports_problems() {
+        let value: toml::Value = toml::from_str(
+            r#"interval = "30s"
+               ping = { url = "https://hc.example/ping/abc", method = "post", timeout = "5s" }
+               alertmanager = { url = "http://127.0.0.1:9093" }
+               labels = { env = "prod" }"#,
+        )
+        .unwrap();
+        let c = WatchdogConfig::from_toml("alerting.watchdog", &value).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(30));
+        let ping = c.ping.as_ref().unwrap();
+        assert_eq!(
+            (ping.method, ping.timeout),
+            (PingMethod::Post, Duration::from_secs(5))
+        );
+        assert_eq!(
+            c.alertmanager.as_ref().unwrap().url,
+            "http://127.0.0.1:9093"
+        );
+        assert_eq!(c.labels["env"], "prod");
+        assert!(!format!("{c:?}").contains("abc"));
+
+        let value: toml::Value = toml::from_str(
+            r#"interval = "0s"
+               ping = { url = "nope", method = "PUT" }
+               alertmanager = { url = "x" }
+               extra = 1"#,
+        )
+        .unwrap();
+        let err = WatchdogConfig::from_toml("alerting.watchdog", &value)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "alerting.watchdog.extra",
+            "alerting.watchdog.interval: must be more than 0s",
+            "alerting.watchdog.ping.url: must be an absolute",
+            "alerting.watchdog.ping.method",
+            "alerting.watchdog.alertmanager.url",
+        ] {
+            assert!(err.contains(want), "{want} missing from {err}");
+        }
+        let err = WatchdogConfig::from_toml("w", &toml::from_str("interval = \"1m\"").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs `ping`, `alertmanager` or both"),
+            "{err}"
+        );
     }
 }
