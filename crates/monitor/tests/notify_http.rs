@@ -451,3 +451,48 @@ async fn the_dead_mans_switch_pings_and_sends_the_watchdog_alert() {
     assert!(alerts[0].get("endsAt").is_none(), "always firing");
     drop(handle);
 }
+
+/// Runs the Python verifier from the guide on a header and body; `None` without python3.
+fn python_verifies(secret: &str, header: &str, body: &[u8]) -> Option<bool> {
+    use std::io::Write;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/verify_webhook.py"
+    );
+    let mut child = match std::process::Command::new("python3")
+        .args([script, secret, header])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("{e}"),
+    };
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    Some(child.wait().unwrap().success())
+}
+
+#[tokio::test]
+async fn the_python_receiver_in_the_guide_verifies_the_signature() {
+    let mut rx = Receiver::start(Reply::status(200)).await;
+    let config = WebhookConfig::new(Secret::new(rx.url("/h"))).with_secret(Secret::new(SECRET));
+    let notifier = WebhookNotifier::new("ops", &config).unwrap();
+    notifier.send(&mixed()).await.unwrap();
+    let req = rx.next().await;
+    let header = req.header(SIGNATURE_HEADER).unwrap().to_owned();
+    let Some(ok) = python_verifies(SECRET, &header, &req.body) else {
+        assert!(
+            !rampart_testkit::server::servers_required(),
+            "python3 is missing and RAMPART_REQUIRE_SERVERS=1"
+        );
+        eprintln!("skipped: python3 is missing");
+        return;
+    };
+    assert!(ok, "the Python verifier refused a good signature");
+    let mut tampered = req.body.to_vec();
+    tampered.push(b' ');
+    assert_eq!(python_verifies(SECRET, &header, &tampered), Some(false));
+    assert_eq!(python_verifies("other", &header, &req.body), Some(false));
+    let old = header.replacen("t=", "t=1", 1);
+    assert_eq!(python_verifies(SECRET, &old, &req.body), Some(false));
+}
