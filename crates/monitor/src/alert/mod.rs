@@ -25,3 +25,8 @@ pub trait NotificationSink: Send + Sync {
     /// Accepts `notifications`, in order.
     fn enqueue(&self, notifications: Vec<Notification>) -> StoreFuture<'_, ()>;
 }
+
+/// The guide, `docs/alerting.md`: its examples run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../../docs/alerting.md")]
+struct AlertingGuide;

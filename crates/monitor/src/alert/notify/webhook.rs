@@ -228,11 +228,11 @@ pub enum SignatureError {
 /// replayed later. Several `v1=` entries are accepted (any may match). Compares in constant time.
 ///
 /// ```
-/// use chrono::Utc;
+/// use chrono::{DateTime, Utc};
 /// use rampart_monitor::alert::notify::{SignatureError, sign, verify_signature};
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 ///
-/// let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+/// let now = DateTime::<Utc>::from(SystemTime::now());
 /// let header = sign(b"s3cret", now, b"{\"version\":\"1\"}");
 /// let five_min = Duration::from_secs(300);
 /// assert_eq!(verify_signature(b"s3cret", &header, b"{\"version\":\"1\"}", now, five_min), Ok(()));
