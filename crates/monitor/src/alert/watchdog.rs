@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::model::{AlertSnapshot, AlertStatus, Fingerprint, Labels, Notification, Severity};
@@ -174,13 +174,17 @@ impl Watchdog {
             beats.push(Arc::new(PingBeat::new(ping)?));
         }
         if let Some(target) = self.alert {
-            let notifier = match target {
-                AlertTarget::Alertmanager(config) => {
-                    Arc::new(AlertmanagerNotifier::new("watchdog", &config)?) as Arc<dyn Notifier>
-                }
-                AlertTarget::Notifier(n) => n,
+            let (notifier, timeout) = match target {
+                AlertTarget::Alertmanager(config) => (
+                    Arc::new(AlertmanagerNotifier::new("watchdog", &config)?) as Arc<dyn Notifier>,
+                    config.timeout,
+                ),
+                AlertTarget::Notifier(n) => (n, DEFAULT_TIMEOUT),
             };
-            beats.push(Arc::new(AlertBeat::new(notifier, self.labels)));
+            let mut beat = AlertBeat::new(notifier, self.labels);
+            // The notifier bounds its own attempts; this is a backstop.
+            beat.timeout = timeout.saturating_mul(2);
+            beats.push(Arc::new(beat));
         }
         Ok(run(self.interval, beats))
     }
@@ -297,6 +301,7 @@ struct AlertBeat {
     labels: Labels,
     started: DateTime<Utc>,
     sent: std::sync::atomic::AtomicU64,
+    timeout: Duration,
 }
 
 impl AlertBeat {
@@ -309,6 +314,7 @@ impl AlertBeat {
             labels,
             started: DateTime::<Utc>::from(SystemTime::now()),
             sent: std::sync::atomic::AtomicU64::new(0),
+            timeout: DEFAULT_TIMEOUT.saturating_mul(2),
         }
     }
 
@@ -353,8 +359,7 @@ impl Beat for AlertBeat {
     }
 
     fn timeout(&self) -> Duration {
-        // The notifier bounds its own attempts; this is a backstop.
-        DEFAULT_TIMEOUT.saturating_mul(2)
+        self.timeout
     }
 }
 
@@ -368,17 +373,13 @@ fn run(interval: Duration, beats: Vec<Arc<dyn Beat>>) -> WatchdogHandle {
             let start = ticks.tick().await;
             tx.send_modify(|s| s.rounds += 1);
             let deadline = start + interval;
-            let rounds: Vec<_> = beats
-                .iter()
-                .map(|beat| {
-                    let (beat, tx) = (Arc::clone(beat), Arc::clone(&tx));
-                    tokio::spawn(async move { beat_until(&*beat, deadline, interval, &tx).await })
-                })
-                .collect();
-            for round in rounds {
-                // A beat task only ends by returning; nothing to report on a join error.
-                let _ = round.await;
+            // Dropping the set (when the handle aborts this task) aborts the beats too.
+            let mut round = JoinSet::new();
+            for beat in &beats {
+                let (beat, tx) = (Arc::clone(beat), Arc::clone(&tx));
+                round.spawn(async move { beat_until(&*beat, deadline, interval, &tx).await });
             }
+            while round.join_next().await.is_some() {}
         }
     });
     WatchdogHandle { task, status: rx }
@@ -695,6 +696,17 @@ mod tests {
         drop(handle);
         tokio::time::sleep(Duration::from_secs(300)).await;
         assert_eq!(beat.attempts().len(), 2, "stopped on drop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_handle_stops_retries_in_flight() {
+        let beat = FakeBeat::new(1000);
+        let mut handle = run(Duration::from_secs(600), vec![beat.clone()]);
+        handle.wait_for(|s| s.failed_attempts == 3).await;
+        drop(handle);
+        let before = beat.attempts().len();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(beat.attempts().len(), before);
     }
 
     #[test]
