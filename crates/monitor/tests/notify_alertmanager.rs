@@ -72,7 +72,7 @@ impl Alertmanager {
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                 .arg("--cluster.listen-address=")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("alertmanager.log")).unwrap())
                 .spawn()
                 .unwrap();
             let url = format!("http://127.0.0.1:{port}");
@@ -80,7 +80,9 @@ impl Alertmanager {
             let deadline = tokio::time::Instant::now() + DEADLINE;
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
-                    eprintln!("alertmanager exited ({status}); retrying on another port");
+                    let log = std::fs::read_to_string(dir.path().join("alertmanager.log"))
+                        .unwrap_or_default();
+                    eprintln!("alertmanager exited ({status}), retrying on another port:\n{log}");
                     break;
                 }
                 if let Ok(r) = client.get(format!("{url}/-/ready")).send().await
