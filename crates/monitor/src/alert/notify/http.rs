@@ -40,8 +40,8 @@ pub(crate) fn join(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
 }
 
-/// Sends one POST of `body` (JSON) with `headers` and classifies the outcome. `what` describes
-/// the endpoint in error messages; the URL is never put in one.
+/// Sends one POST of `body` (JSON) with `headers` and classifies the outcome. The URL is never
+/// put in an error (it may carry a token).
 pub(crate) async fn post_json(
     client: &reqwest::Client,
     receiver: &str,
