@@ -11,7 +11,7 @@
 //!
 //! [[alerting.receiver]]
 //! name = "mail"
-//! email = { host = "smtp.example.com", from = "rampart@example.com", to = ["ops@example.com"], username = "rampart", password_file = "/run/secrets/smtp" }
+//! email = { smtp = "smtp.example.com:587", from = "rampart@example.com", to = ["ops@example.com"], username = "rampart", password_file = "/run/secrets/smtp" }
 //!
 //! [[alerting.receiver]]
 //! name = "pager"
@@ -160,8 +160,10 @@ struct RawSlack {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEmail {
-    host: String,
+    host: Option<String>,
     port: Option<u16>,
+    /// `"host:port"`, instead of `host` and `port`.
+    smtp: Option<String>,
     security: Option<String>,
     username: Option<String>,
     password: Option<String>,
@@ -353,10 +355,50 @@ fn email(at: &str, value: &toml::Value, errors: &mut ConfigError) -> Option<Emai
             SmtpSecurity::StartTls
         }
     };
-    if raw.host.trim().is_empty() {
-        errors.push(format!("{at}.host"), "must not be empty");
+    let (host, port) = match (&raw.smtp, &raw.host) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                format!("{at}.smtp"),
+                "give either `smtp = \"host:port\"` or `host` (and `port`), not both",
+            );
+            (String::new(), None)
+        }
+        (Some(smtp), None) => {
+            if raw.port.is_some() {
+                errors.push(format!("{at}.port"), "goes in `smtp` (\"host:port\")");
+            }
+            match smtp.rsplit_once(':') {
+                Some((host, port)) => match port.parse::<u16>() {
+                    Ok(port) => (host.to_owned(), Some(port)),
+                    Err(_) => {
+                        errors.push(
+                            format!("{at}.smtp"),
+                            format!("must be \"host:port\", got {smtp:?}"),
+                        );
+                        (host.to_owned(), None)
+                    }
+                },
+                None => (smtp.clone(), None),
+            }
+        }
+        (None, Some(host)) => (host.clone(), raw.port),
+        (None, None) => {
+            errors.push(
+                format!("{at}.host"),
+                "is required (or `smtp = \"host:port\"`)",
+            );
+            (String::new(), None)
+        }
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    if host.trim().is_empty() && (raw.host.is_some() || raw.smtp.is_some()) {
+        let key = if raw.smtp.is_some() { "smtp" } else { "host" };
+        errors.push(format!("{at}.{key}"), "must name a host");
     }
-    if raw.port == Some(0) {
+    if port == Some(0) {
         errors.push(format!("{at}.port"), "must not be 0");
     }
     if raw.from.parse::<Mailbox>().is_err() {
@@ -393,8 +435,8 @@ fn email(at: &str, value: &toml::Value, errors: &mut ConfigError) -> Option<Emai
     };
     let timeout = timeout(at, raw.timeout, errors);
     Some(EmailConfig {
-        host: raw.host,
-        port: raw.port.unwrap_or(security.default_port()),
+        host,
+        port: port.unwrap_or(security.default_port()),
         security,
         username: raw.username,
         password,
