@@ -6,15 +6,11 @@
 
 pub mod model;
 pub mod notify;
-pub mod watchdog;
 
 pub use model::{
     Acknowledgement, AlertSnapshot, AlertStatus, Fingerprint, Labels, Notification, Severity,
 };
-pub use notify::{Notifier, NotifyError, ReceiverConfig, ReceiverKind};
-pub use watchdog::{
-    PingConfig, PingMethod, Watchdog, WatchdogConfig, WatchdogHandle, WatchdogStatus,
-};
+pub use notify::{Notifier, NotifyError};
 
 use crate::store::StoreFuture;
 
@@ -25,6 +21,14 @@ pub trait NotificationSink: Send + Sync {
     /// Accepts `notifications`, in order.
     fn enqueue(&self, notifications: Vec<Notification>) -> StoreFuture<'_, ()>;
 }
+
+// The notifiers' configuration and the dead man's switch.
+pub mod watchdog;
+
+pub use notify::{ReceiverConfig, ReceiverKind};
+pub use watchdog::{
+    PingConfig, PingMethod, Watchdog, WatchdogConfig, WatchdogHandle, WatchdogStatus,
+};
 
 /// The guide, `docs/alerting.md`: its examples run as doc tests so they stay true.
 #[cfg(doctest)]
