@@ -12,11 +12,14 @@ use serde::Deserialize;
 use super::engine::{EngineConfig, EscalationPolicy, EscalationTier};
 use super::matcher::Matcher;
 use super::model::{Labels, Severity};
+use super::notify::ReceiverConfig;
+use super::notify::receiver;
 use super::route::{
     DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT, DEFAULT_REPEAT_INTERVAL, GroupBy, Route,
 };
 use super::rule::{Condition, Rule, Template, default_rules};
 use super::silence::{MaintenanceWindow, Schedule};
+use super::watchdog::{WatchdogConfig, watchdog as read_watchdog};
 use crate::config::parse::read_lenient;
 use crate::health::HealthState;
 
@@ -29,10 +32,10 @@ pub const TARGET_LABELS: &[&str] = &["target", "group", "kind"];
 pub struct AlertingConfig {
     /// Rules, routes, escalations and maintenance windows: what the engine runs.
     pub engine: EngineConfig,
-    /// Each `[[alerting.receiver]]` by name, as written (the notifier reads its own keys).
-    pub receivers: BTreeMap<String, toml::Value>,
-    /// `[alerting.dead_mans_switch]`, as written.
-    pub dead_mans_switch: Option<toml::Value>,
+    /// Each `[[alerting.receiver]]` by name.
+    pub receivers: BTreeMap<String, ReceiverConfig>,
+    /// `[alerting.watchdog]`: the dead man's switch, if configured.
+    pub watchdog: Option<WatchdogConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,7 +55,7 @@ struct RawAlerting {
     escalation: Vec<toml::Value>,
     #[serde(default)]
     maintenance: Vec<toml::Value>,
-    dead_mans_switch: Option<toml::Value>,
+    watchdog: Option<toml::Value>,
 }
 
 fn yes() -> bool {
@@ -184,29 +187,33 @@ pub(crate) fn alerting(value: &toml::Value, errors: &mut ConfigError) -> Option<
     let raw: RawAlerting = read_lenient("alerting", value, errors)?;
     let before = errors.problems.len();
 
-    // Receivers first: routes and escalations name them.
+    // Receivers first: routes and escalations name them. A receiver whose settings are bad
+    // is still known by name, so the routes that name it are not reported too.
     let mut receivers = BTreeMap::new();
+    let mut names = BTreeMap::new();
     for (i, r) in raw.receiver.iter().enumerate() {
         let path = format!("alerting.receiver[{i}]");
-        match r.get("name").and_then(toml::Value::as_str) {
-            Some(name) if !name.trim().is_empty() => {
-                if receivers.insert(name.to_owned(), r.clone()).is_some() {
-                    errors.push(
-                        format!("{path}.name"),
-                        format!("receiver {name:?} is defined twice"),
-                    );
-                }
+        let name = r
+            .get("name")
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned);
+        let parsed = receiver(&path, r, errors);
+        if let Some(name) = name.filter(|n| !n.trim().is_empty()) {
+            if names.insert(name.clone(), ()).is_some() {
+                errors.push(
+                    format!("{path}.name"),
+                    format!("receiver {name:?} is defined twice"),
+                );
             }
-            Some(_) => errors.push(format!("{path}.name"), "must not be empty"),
-            None if r.get("name").is_some() => {
-                errors.push(format!("{path}.name"), "must be a string")
+            if let Some(parsed) = parsed {
+                receivers.insert(name, parsed);
             }
-            None => errors.push(
-                format!("{path}.name"),
-                "missing: every receiver needs a name",
-            ),
         }
     }
+    let watchdog = raw
+        .watchdog
+        .as_ref()
+        .and_then(|w| read_watchdog("alerting.watchdog", w, errors));
 
     let mut escalations = BTreeMap::new();
     for (i, e) in raw.escalation.iter().enumerate() {
@@ -231,11 +238,8 @@ pub(crate) fn alerting(value: &toml::Value, errors: &mut ConfigError) -> Option<
                 errors.push(format!("{tpath}.receivers"), "needs at least one receiver");
             }
             for r in &t.receivers {
-                if !receivers.contains_key(r) {
-                    errors.push(
-                        format!("{tpath}.receivers"),
-                        unknown_receiver(r, &receivers),
-                    );
+                if !names.contains_key(r) {
+                    errors.push(format!("{tpath}.receivers"), unknown_receiver(r, &names));
                 }
             }
         }
@@ -266,15 +270,15 @@ pub(crate) fn alerting(value: &toml::Value, errors: &mut ConfigError) -> Option<
                 &root,
                 "0",
                 true,
-                &receivers,
+                &names,
                 &escalations,
                 errors,
             )
         }
-        None => match receivers.keys().next() {
-            Some(first) if receivers.len() == 1 => Some(Route::root(first.clone())),
+        None => match names.keys().next() {
+            Some(first) if names.len() == 1 => Some(Route::root(first.clone())),
             _ => {
-                if !receivers.is_empty() {
+                if !names.is_empty() {
                     errors.push(
                         "alerting.route",
                         "missing: with several receivers, a route must say which gets what",
@@ -362,11 +366,11 @@ pub(crate) fn alerting(value: &toml::Value, errors: &mut ConfigError) -> Option<
             inhibit_by_dependency: raw.inhibit_by_dependency,
         },
         receivers,
-        dead_mans_switch: raw.dead_mans_switch,
+        watchdog,
     })
 }
 
-fn unknown_receiver(name: &str, receivers: &BTreeMap<String, toml::Value>) -> String {
+fn unknown_receiver(name: &str, receivers: &BTreeMap<String, ()>) -> String {
     let known: Vec<&str> = receivers.keys().map(String::as_str).collect();
     if known.is_empty() {
         format!("no receiver {name:?}: no [[alerting.receiver]] is defined")
@@ -382,7 +386,7 @@ fn read_route(
     parent: &Route,
     id: &str,
     root: bool,
-    receivers: &BTreeMap<String, toml::Value>,
+    receivers: &BTreeMap<String, ()>,
     escalations: &BTreeMap<String, EscalationPolicy>,
     errors: &mut ConfigError,
 ) -> Option<Route> {

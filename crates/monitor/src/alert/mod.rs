@@ -39,3 +39,16 @@ pub trait NotificationSink: Send + Sync {
     /// Accepts `notifications`, in order.
     fn enqueue(&self, notifications: Vec<Notification>) -> StoreFuture<'_, ()>;
 }
+
+// The notifiers' configuration and the dead man's switch.
+pub mod watchdog;
+
+pub use notify::{ReceiverConfig, ReceiverKind};
+pub use watchdog::{
+    PingConfig, PingMethod, Watchdog, WatchdogConfig, WatchdogHandle, WatchdogStatus,
+};
+
+/// The guide, `docs/alerting.md`: its examples run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../../docs/alerting.md")]
+struct AlertingGuide;

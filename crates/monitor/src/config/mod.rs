@@ -51,7 +51,9 @@ use hyper::{Method, Uri};
 pub use rampart_resilience::{ConfigError, ConfigProblem};
 use regex::Regex;
 
-use self::parse::{RawDefaults, read_lenient};
+use self::parse::RawDefaults;
+pub(crate) use self::parse::read_lenient;
+pub(crate) use self::secret::SecretSource;
 use self::validate::Node;
 
 /// The kinds of probe this version knows.

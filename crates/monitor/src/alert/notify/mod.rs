@@ -1,6 +1,37 @@
 //! Notifiers: how a [`Notification`] reaches a receiver (generic webhook, Slack, email,
 //! PagerDuty, Alertmanager). Each one is a [`Notifier`]; the outbox calls it, retries what
 //! [`NotifyError::is_retryable`] says may succeed later, and dead-letters the rest.
+//!
+//! Each notifier makes exactly one attempt per [`Notifier::send`], bounded by its request
+//! timeout, and classifies what went wrong: HTTP 429 is [`NotifyError::RateLimited`] (with
+//! `Retry-After`, in seconds or as an HTTP-date); 408, 5xx, refused connections and timeouts are
+//! [`NotifyError::Unavailable`] (a 503's `Retry-After` is kept too); any other 4xx is
+//! [`NotifyError::Rejected`]. Over SMTP, 4xx replies are transient ([`NotifyError::Unavailable`])
+//! and 5xx ones permanent ([`NotifyError::Rejected`]).
+//!
+//! Receivers are configured with [`ReceiverConfig`] (see `docs/alerting.md`, "Receivers");
+//! [`ReceiverConfig::build`] makes the notifier.
+
+mod alertmanager;
+mod config;
+mod email;
+pub(crate) mod http;
+mod pagerduty;
+mod slack;
+mod webhook;
+
+pub use alertmanager::{AlertmanagerConfig, AlertmanagerNotifier};
+#[allow(unused_imports)] // for `[alerting]`, which the engine's parser adds
+pub(crate) use config::receiver;
+pub use config::{RECEIVER_KINDS, ReceiverConfig, ReceiverKind};
+pub use email::{EmailConfig, EmailNotifier, SmtpSecurity};
+pub use http::{DEFAULT_TIMEOUT, parse_retry_after};
+pub use pagerduty::{DEFAULT_PAGERDUTY_URL, PagerDutyConfig, PagerDutyNotifier};
+pub use slack::{SlackConfig, SlackNotifier};
+pub use webhook::{
+    SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, WEBHOOK_VERSION, WebhookConfig,
+    WebhookNotifier, sign, verify_signature,
+};
 
 use std::fmt;
 use std::future::Future;
@@ -88,4 +119,22 @@ impl NotifyError {
             NotifyError::Rejected { .. } => None,
         }
     }
+}
+
+/// Why a notifier could not be made from its configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A URL is not an absolute `http`/`https` URL (the URL is not repeated: it may hold a token).
+    #[error("{0} is not an absolute http(s) URL")]
+    InvalidUrl(String),
+    /// A header name or value is not valid HTTP.
+    #[error("invalid header {0:?}")]
+    InvalidHeader(String),
+    /// An email address does not parse.
+    #[error("invalid email address {0:?}")]
+    InvalidAddress(String),
+    /// The HTTP client or SMTP transport could not be set up.
+    #[error("cannot set up the client: {0}")]
+    Client(String),
 }
