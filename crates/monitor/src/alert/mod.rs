@@ -6,11 +6,13 @@
 
 pub mod model;
 pub mod notify;
+pub mod outbox;
 
 pub use model::{
     Acknowledgement, AlertSnapshot, AlertStatus, Fingerprint, Labels, Notification, Severity,
 };
 pub use notify::{Notifier, NotifyError};
+pub use outbox::{DeliveryConfig, DeliveryEvent, Outbox, OutboxEntry, OutboxFilter, OutboxStore};
 
 use crate::store::StoreFuture;
 

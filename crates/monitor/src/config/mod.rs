@@ -30,7 +30,7 @@
 //! ```
 
 mod checks;
-mod parse;
+pub(crate) mod parse;
 mod secret;
 mod sections;
 mod serve;

@@ -93,8 +93,31 @@ CREATE TABLE api_targets (
 );
 ";
 
+/// Version 5: the alert outbox, every notification written before it is sent. `seq` orders each
+/// receiver's queue (a retried dead letter gets a new, larger one); `id` is the notification's
+/// idempotency key; `state` is `pending`, `delivered` or `dead`; times are Unix milliseconds.
+const V5: &str = "
+CREATE TABLE outbox (
+    seq             INTEGER NOT NULL UNIQUE,
+    id              TEXT NOT NULL UNIQUE,
+    receiver        TEXT NOT NULL,
+    group_key       TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_ms      INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    delivered_ms    INTEGER,
+    dead_ms         INTEGER
+);
+CREATE INDEX outbox_receiver_state_seq ON outbox(receiver, state, seq);
+CREATE INDEX outbox_state_seq ON outbox(state, seq);
+CREATE INDEX outbox_delivered ON outbox(delivered_ms) WHERE state = 'delivered';
+";
+
 /// Every migration, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
