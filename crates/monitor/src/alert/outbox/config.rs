@@ -245,6 +245,7 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> (Option<DeliveryConfig>, String) {
+        // Empty when there is no problem.
         let table: toml::Table = toml::from_str(text).unwrap();
         let mut errors = ConfigError::new(None);
         let c = read_delivery(
@@ -252,7 +253,12 @@ mod tests {
             &toml::Value::Table(table),
             &mut errors,
         );
-        (c, errors.to_string())
+        let text = if errors.is_empty() {
+            String::new()
+        } else {
+            errors.to_string()
+        };
+        (c, text)
     }
 
     #[test]
@@ -297,6 +303,20 @@ mod tests {
         assert_eq!(c.breaker.wait_in_open, Duration::from_secs(10));
         assert_eq!(parse_rate("10/30s"), Some((10.0, Duration::from_secs(30))));
         assert_eq!(parse_rate("2/h"), Some((2.0, Duration::from_secs(3600))));
+    }
+
+    #[test]
+    fn the_guide_s_example_reads_as_the_defaults() {
+        let guide = include_str!("../../../../../docs/alerting.md");
+        let line = guide
+            .lines()
+            .find(|l| l.starts_with("delivery = {"))
+            .expect("docs/alerting.md has a delivery example");
+        let table: toml::Table = toml::from_str(line).unwrap();
+        let mut errors = ConfigError::new(None);
+        let c = read_delivery("delivery", &table["delivery"], &mut errors).unwrap();
+        assert!(errors.is_empty(), "{errors}");
+        assert_eq!(c, DeliveryConfig::default());
     }
 
     #[test]
