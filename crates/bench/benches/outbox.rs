@@ -4,7 +4,8 @@
 //!
 //! - Criterion group `outbox_enqueue`: `batch_1` (one notification per enqueue, one task) and
 //!   `batch_100` (100 per enqueue), throughput in notifications per second. Each enqueue returns
-//!   once the notifications are committed.
+//!   once the notifications are committed. `concurrent_16x1`: 16 enqueues of one at once
+//!   (group commit).
 //! - Then a latency run: [`LATENCY_RUNS`] notifications, one at a time, from `enqueue` to the
 //!   axum receiver's handler seeing it (durable outbox write, worker wake, HTTP POST over a new
 //!   connection). Printed as p50 / p99 / max and written to
@@ -81,6 +82,22 @@ fn enqueue(c: &mut Criterion) {
             });
         });
     }
+    // 16 callers at once, one notification each: the writer commits them together.
+    group.throughput(Throughput::Elements(16));
+    group.bench_function("concurrent_16x1", |b| {
+        b.to_async(&rt).iter(|| {
+            let outbox = &outbox;
+            let calls = (0..16).map(|_| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                outbox.enqueue(vec![notification(&format!("n{i}"), "nobody")])
+            });
+            async move {
+                for r in futures_util::future::join_all(calls).await {
+                    r.unwrap();
+                }
+            }
+        });
+    });
     group.finish();
 }
 
