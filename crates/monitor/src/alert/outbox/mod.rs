@@ -254,6 +254,58 @@ impl Shared {
 
 /// The delivery engine: a durable outbox with one worker per receiver. See the [module
 /// docs](self).
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use rampart_monitor::alert::notify::NotifyFuture;
+/// use rampart_monitor::alert::outbox::{
+///     DeliveryConfig, DeliveryEvent, MemoryOutboxStore, Outbox, OutboxOptions,
+/// };
+/// use rampart_monitor::alert::{AlertStatus, Notification, NotificationSink, Notifier};
+/// use rampart_resilience::Registry;
+///
+/// #[derive(Debug)]
+/// struct Stdout;
+///
+/// impl Notifier for Stdout {
+///     fn receiver(&self) -> &str {
+///         "ops"
+///     }
+///     fn kind(&self) -> &'static str {
+///         "stdout"
+///     }
+///     fn send<'a>(&'a self, n: &'a Notification) -> NotifyFuture<'a> {
+///         Box::pin(async move {
+///             println!("{}", n.title());
+///             Ok(())
+///         })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // In the daemon the store is the history store (`SqliteStore`); here it is memory.
+/// let outbox = Outbox::start(
+///     Arc::new(MemoryOutboxStore::new()),
+///     vec![(Arc::new(Stdout) as Arc<dyn Notifier>, DeliveryConfig::default())],
+///     &Registry::default(),
+///     OutboxOptions::default(),
+/// )
+/// .await?;
+/// let mut events = outbox.subscribe();
+/// let notification: Notification = serde_json::from_value(serde_json::json!({
+///     "id": "n-1", "receiver": "ops", "group_key": "{}", "group_labels": {},
+///     "status": "firing", "alerts": [], "created_at": "2026-11-23T21:00:00Z",
+/// }))?;
+/// outbox.enqueue(vec![notification]).await?; // durable from here on
+/// let event = events.recv().await?;
+/// assert!(matches!(event, DeliveryEvent::Delivered { attempt: 1, .. }));
+/// assert_eq!(outbox.stats()[0].delivered, 1);
+/// outbox.shutdown(Duration::from_secs(5)).await;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Outbox {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
