@@ -528,3 +528,33 @@ async fn a_registered_breaker_is_the_registry_s_own() {
     assert!(registry.stats().breaker.contains_key("notify:ops"));
     assert_eq!(from_registry.config().consecutive_failures, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn delivered_entries_are_pruned_after_the_retention_and_dead_letters_kept() {
+    let store = MemoryOutboxStore::new();
+    let fake = Fake::new("ops", vec![Answer::Reject]);
+    let outbox = Outbox::start(
+        Arc::new(store.clone()),
+        vec![(Arc::clone(&fake) as Arc<dyn Notifier>, fast())],
+        &Registry::default(),
+        OutboxOptions::default().with_retention(Duration::from_secs(86_400)),
+    )
+    .await
+    .unwrap();
+    let mut events = outbox.subscribe();
+    enqueue(&outbox, "ops", &ids("n", 3)).await;
+    until(&mut events, |e| delivered(e).len() == 2).await;
+    assert_eq!(
+        outbox.prune().await.unwrap(),
+        0,
+        "younger than the retention"
+    );
+    // The hourly pruner takes them once they are a day old.
+    tokio::time::sleep(Duration::from_secs(86_400 + 2 * 3600)).await;
+    let left = store.list(OutboxFilter::all()).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (left[0].id.as_str(), left[0].state),
+        ("n0000", EntryState::Dead)
+    );
+}
