@@ -57,9 +57,9 @@ impl fmt::Display for EntryState {
     }
 }
 
-/// One notification in the outbox, with its delivery state.
+/// One notification in the outbox, with its delivery state. Not `non_exhaustive`, so that stores
+/// outside this crate can make one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[non_exhaustive]
 pub struct OutboxEntry {
     /// Its place in the outbox: each receiver's notifications are delivered in `seq` order.
     pub seq: i64,
@@ -152,7 +152,8 @@ impl OutboxFilter {
         self
     }
 
-    fn bound(&self) -> usize {
+    /// The most entries to return: `limit`, or [`MAX_LIST`] when it is 0 or above.
+    pub fn effective_limit(&self) -> usize {
         if self.limit == 0 {
             MAX_LIST
         } else {
@@ -160,7 +161,8 @@ impl OutboxFilter {
         }
     }
 
-    fn matches(&self, e: &OutboxEntry) -> bool {
+    /// True if `e` passes every condition (the limit aside).
+    pub fn matches(&self, e: &OutboxEntry) -> bool {
         self.state.is_none_or(|s| s == e.state)
             && self.receiver.as_ref().is_none_or(|r| *r == e.receiver)
             && self.after_seq.is_none_or(|s| e.seq > s)
@@ -481,7 +483,7 @@ impl OutboxStore for SqliteStore {
                 args.push(Value::Integer(after));
                 sql.push_str(&format!(" AND seq > ?{}", args.len()));
             }
-            args.push(Value::Integer(limit_i64(filter.bound())));
+            args.push(Value::Integer(limit_i64(filter.effective_limit())));
             sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
             query(conn, path, &sql, args)
         }))
@@ -703,7 +705,7 @@ impl OutboxStore for MemoryOutboxStore {
             m.by_seq
                 .values()
                 .filter(|e| filter.matches(e))
-                .take(filter.bound())
+                .take(filter.effective_limit())
                 .cloned()
                 .collect()
         }))
