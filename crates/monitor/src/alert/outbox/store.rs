@@ -761,3 +761,50 @@ impl OutboxStore for MemoryOutboxStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteConfig;
+
+    #[tokio::test]
+    async fn a_failing_transaction_fails_alone_in_a_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("h.db"), SqliteConfig::default())
+            .await
+            .unwrap();
+        let good = |i: usize| {
+            let ns = vec![crate::alert::model::Notification {
+                id: format!("n{i}"),
+                receiver: "ops".into(),
+                group_key: "{}".into(),
+                group_labels: Default::default(),
+                status: crate::alert::model::AlertStatus::Firing,
+                alerts: Vec::new(),
+                created_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+                tier: 0,
+                external_url: None,
+            }];
+            OutboxStore::enqueue(&store, ns, SystemTime::now())
+        };
+        let bad = store.transact(Box::new(|tx: &Transaction<'_>| {
+            tx.execute("INSERT INTO no_such_table VALUES (1)", [])
+        }));
+        // Queued together, so usually committed as one group: the bad one must not take the
+        // good ones down with it.
+        let (a, b, c, d) = tokio::join!(good(0), bad, good(1), good(2));
+        assert_eq!(a.unwrap(), [true]);
+        assert!(b.is_err());
+        assert_eq!(c.unwrap(), [true]);
+        assert_eq!(d.unwrap(), [true]);
+        let ids: Vec<String> = store
+            .pending("ops", 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, ["n0", "n1", "n2"]);
+        store.close().await;
+    }
+}
