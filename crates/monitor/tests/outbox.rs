@@ -558,3 +558,48 @@ async fn delivered_entries_are_pruned_after_the_retention_and_dead_letters_kept(
         ("n0000", EntryState::Dead)
     );
 }
+
+/// Never answers.
+#[derive(Debug)]
+struct Hung;
+
+impl Notifier for Hung {
+    fn receiver(&self) -> &str {
+        "hung"
+    }
+    fn kind(&self) -> &'static str {
+        "hung"
+    }
+    fn send<'a>(&'a self, _: &'a Notification) -> NotifyFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_attempt_counts_as_failed_and_shutdown_does_not_wait_for_it_past_its_deadline() {
+    let store = MemoryOutboxStore::new();
+    let outbox = Outbox::start(
+        Arc::new(store.clone()),
+        vec![(Arc::new(Hung) as Arc<dyn Notifier>, fast())],
+        &Registry::default(),
+        OutboxOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut events = outbox.subscribe();
+    enqueue(&outbox, "hung", &ids("n", 1)).await;
+    let seen = until(&mut events, |e| !e.is_empty()).await;
+    assert!(matches!(
+        &seen[0],
+        DeliveryEvent::AttemptFailed { error, .. } if error.contains("no answer within 5m")
+    ));
+    let started = Instant::now();
+    outbox.shutdown(Duration::from_secs(2)).await;
+    assert!(Instant::now() - started <= Duration::from_secs(3));
+    let entry = store.get("n0000").await.unwrap().unwrap();
+    assert_eq!(
+        entry.state,
+        EntryState::Pending,
+        "sent again after a restart"
+    );
+}

@@ -19,6 +19,9 @@ use crate::store::StoreError;
 const PAGE: usize = 256;
 /// The longest wait between polls of an open breaker.
 const BREAKER_POLL: Duration = Duration::from_secs(1);
+/// A safety net for a notifier that does not bound its own attempts (they should): an attempt
+/// still running after this counts as failed, so one hung request cannot stall a queue for good.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(300);
 /// Delivered entries pruned per transaction.
 const PRUNE_BATCH: usize = 1000;
 
@@ -148,7 +151,16 @@ pub(crate) async fn run(
             }
         };
         let attempt = head.attempts.saturating_add(1);
-        let result = r.notifier.send(&notification).await;
+        let result = match tokio::time::timeout(ATTEMPT_LIMIT, r.notifier.send(&notification)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(NotifyError::Unavailable {
+                receiver: r.name.clone(),
+                message: format!("no answer within {}", format_duration(ATTEMPT_LIMIT)),
+                retry_after: None,
+                source: None,
+            }),
+        };
         permit.record(match &result {
             Ok(()) => Outcome::Success,
             Err(NotifyError::Unavailable { .. }) => Outcome::Failure,
