@@ -93,10 +93,11 @@ CREATE TABLE api_targets (
 );
 ";
 
-/// Version 5: the alert outbox, every notification written before it is sent. `seq` orders each
+/// The alert outbox (version 5 on this branch; it goes after alerting's own `ALERTS` migration
+/// wherever that is already in place): every notification written before it is sent. `seq` orders each
 /// receiver's queue (a retried dead letter gets a new, larger one); `id` is the notification's
 /// idempotency key; `state` is `pending`, `delivered` or `dead`; times are Unix milliseconds.
-const V5: &str = "
+const OUTBOX: &str = "
 CREATE TABLE outbox (
     seq             INTEGER NOT NULL UNIQUE,
     id              TEXT NOT NULL UNIQUE,
@@ -117,7 +118,7 @@ CREATE INDEX outbox_delivered ON outbox(delivered_ms) WHERE state = 'delivered';
 ";
 
 /// Every migration, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, OUTBOX];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

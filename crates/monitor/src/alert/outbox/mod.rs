@@ -3,8 +3,8 @@
 //! limit per receiver, and dead-lettered when it cannot be delivered.
 //!
 //! - **Durable first**: [`Outbox`] is the daemon's [`NotificationSink`]; `enqueue` returns `Ok`
-//!   once the notifications are committed to the outbox table (schema version 5 of the history
-//!   store), then wakes the receivers' workers.
+//!   once the notifications are committed to the `outbox` table of the history store, then wakes
+//!   the receivers' workers.
 //! - **In order**: one worker per receiver sends that receiver's notifications strictly in the
 //!   order they were enqueued (`seq`): the head is retried until it is delivered or
 //!   dead-lettered before the next one is tried, so a resolve never overtakes its trigger.

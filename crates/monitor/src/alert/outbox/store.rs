@@ -1,5 +1,5 @@
 //! The outbox's storage: [`OutboxStore`], implemented by the history store ([`SqliteStore`],
-//! table `outbox`, schema version 5) and in memory ([`MemoryOutboxStore`], for tests and
+//! table `outbox`) and in memory ([`MemoryOutboxStore`], for tests and
 //! embedding without a file).
 
 use std::collections::{BTreeMap, HashMap};
