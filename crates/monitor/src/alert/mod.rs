@@ -13,6 +13,7 @@ mod persist;
 pub mod route;
 pub mod rule;
 mod service;
+pub mod outbox;
 pub mod silence;
 
 pub use engine::{
@@ -29,6 +30,7 @@ pub use route::{GroupBy, Route};
 pub use rule::{Condition, Rule, Template, default_rules};
 pub use service::{AlertService, EVALUATE_EVERY};
 pub use silence::{MaintenanceWindow, Schedule, Silence};
+pub use outbox::{DeliveryConfig, DeliveryEvent, Outbox, OutboxEntry, OutboxFilter, OutboxStore};
 
 use crate::store::StoreFuture;
 

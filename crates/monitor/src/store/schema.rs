@@ -93,7 +93,7 @@ CREATE TABLE api_targets (
 );
 ";
 
-/// Alerting's own state: the engine's durable state (one JSON document) and silences.
+/// Version 5, alerting's own state: the engine's durable state (one JSON document) and silences.
 const ALERTS: &str = "
 CREATE TABLE alert_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -108,8 +108,31 @@ CREATE TABLE silences (
 CREATE INDEX silences_by_end ON silences (ends_ms);
 ";
 
+/// Version 6, the alert outbox: every notification written before it is sent. `seq` orders each
+/// receiver's queue (a retried dead letter gets a new, larger one); `id` is the notification's
+/// idempotency key; `state` is `pending`, `delivered` or `dead`; times are Unix milliseconds.
+const OUTBOX: &str = "
+CREATE TABLE outbox (
+    seq             INTEGER NOT NULL UNIQUE,
+    id              TEXT NOT NULL UNIQUE,
+    receiver        TEXT NOT NULL,
+    group_key       TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_ms      INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    delivered_ms    INTEGER,
+    dead_ms         INTEGER
+);
+CREATE INDEX outbox_receiver_state_seq ON outbox(receiver, state, seq);
+CREATE INDEX outbox_state_seq ON outbox(state, seq);
+CREATE INDEX outbox_delivered ON outbox(delivered_ms) WHERE state = 'delivered';
+";
+
 /// Every migration, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, ALERTS];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, ALERTS, OUTBOX];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -547,3 +547,25 @@ fn check_kind(
     }
     Ok(record)
 }
+
+/// Hooks for other parts of the crate that keep their own tables in the store (the alert outbox).
+impl SqliteStore {
+    /// Runs `work` in a write transaction on the writer thread (group-committed with other
+    /// transactions queued meanwhile); `Ok` once it is committed. For other parts of the crate
+    /// that keep their own tables in the store (the alert outbox).
+    pub(crate) async fn transact(
+        &self,
+        work: writer::TransactionWork,
+    ) -> Result<usize, StoreError> {
+        self.send(|reply| Command::Transaction { work, reply })
+            .await
+    }
+
+    /// Runs `read` on the reader connection on the blocking pool.
+    pub(crate) async fn read_with<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.read(read).await
+    }
+}

@@ -39,7 +39,19 @@ pub(crate) enum Command {
         params: Vec<rusqlite::types::Value>,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
+    /// Run `work` inside a transaction; reply with what it returned once committed. Transactions
+    /// queued together are committed together (group commit); should that fail, each is run
+    /// again on its own so one bad one fails alone.
+    Transaction {
+        work: TransactionWork,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
+
+/// Work a [`Command::Transaction`] runs. `Fn` rather than `FnOnce`: a group that failed is run
+/// again one by one.
+pub(crate) type TransactionWork =
+    Box<dyn Fn(&Transaction<'_>) -> rusqlite::Result<usize> + Send + 'static>;
 
 /// What the writer has done, shared with the store's handle.
 #[derive(Debug, Default)]
@@ -83,6 +95,21 @@ pub(crate) fn run(
                 let _ = reply.send(r);
                 continue;
             }
+            Command::Transaction { work, reply } => {
+                let mut group = vec![(work, reply)];
+                while group.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(Command::Transaction { work, reply }) => group.push((work, reply)),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                run_transactions(&mut conn, &path, group, counters);
+                continue;
+            }
         };
         // Take whatever else is queued, up to the batch limit: one commit for all of it. When
         // idle there is nothing more and the single write commits at once.
@@ -120,6 +147,56 @@ pub(crate) fn run(
         for reply in replies {
             // A waiter that went away still had its write committed (or not) like the others.
             let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+/// Commits every transaction of `group` together; if that fails, each on its own.
+fn run_transactions(
+    conn: &mut Connection,
+    path: &std::path::Path,
+    group: Vec<(TransactionWork, oneshot::Sender<Result<usize, StoreError>>)>,
+    counters: &Counters,
+) {
+    let together = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outs = Vec::with_capacity(group.len());
+        for (work, _) in &group {
+            outs.push(work(&tx)?);
+        }
+        tx.commit()?;
+        Ok::<_, rusqlite::Error>(outs)
+    })();
+    match together {
+        Ok(outs) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters
+                .writes
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            for ((_, reply), out) in group.into_iter().zip(outs) {
+                let _ = reply.send(Ok(out));
+            }
+        }
+        Err(_) if group.len() > 1 => {
+            for (work, reply) in group {
+                let one = (|| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let out = work(&tx)?;
+                    tx.commit()?;
+                    Ok::<_, rusqlite::Error>(out)
+                })();
+                if one.is_ok() {
+                    counters.commits.fetch_add(1, Ordering::Relaxed);
+                    counters.writes.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = reply.send(one.map_err(|e| write_error(path, e)));
+            }
+        }
+        Err(e) => {
+            let e = write_error(path, e);
+            for (_, reply) in group {
+                let _ = reply.send(Err(e.clone()));
+            }
         }
     }
 }
