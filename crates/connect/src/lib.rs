@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | `postgres` | [`postgres`] | `PgManager` over tokio-postgres, `pg_health` (version, primary or replica, latency) |
 //! | `redis` | [`redis`] | `RedisManager` over the `redis` crate, `redis_health` (version, master or replica, memory, latency) |
+//! | `ai` | [`ai`] | `OpenAiClient` (chat, streaming, embeddings) with requests/tokens-per-minute limits, `ModelRouter` (breaker, retry, fallback), model server health (TF Serving, TorchServe, KServe v2) |
 //!
 //! No feature is on by default. Connections are plain TCP: TLS (rustls) for PostgreSQL and Redis
 //! is not part of this crate yet.
@@ -42,6 +43,8 @@
 //! # fn main() {}
 //! ```
 
+#[cfg(feature = "ai")]
+pub mod ai;
 mod duration;
 #[cfg(feature = "postgres")]
 pub mod postgres;

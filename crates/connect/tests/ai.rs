@@ -1,0 +1,351 @@
+//! The OpenAI-compatible client against an in-test HTTP server that follows the documented wire
+//! format (OpenAI API reference: chat completions, streaming, embeddings, errors, rate-limit
+//! headers) exactly: the behaviours a real server will not produce on demand (429 with
+//! `x-ratelimit-*` headers, a stream cut mid-way, a 500) are chosen by the model name.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use rampart_connect::ai::{
+    AiError, ApiKey, ChatMessage, ChatRequest, EmbeddingRequest, OpenAiClient, OpenAiConfig,
+};
+use rampart_resilience::Events;
+use rampart_telemetry::{Telemetry, Window};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Seen {
+    calls: AtomicU32,
+}
+
+async fn chat(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -> Response {
+    seen.calls.fetch_add(1, Ordering::Relaxed);
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer sk-test") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}})),
+        )
+            .into_response();
+    }
+    let request: Value = serde_json::from_str(&body).unwrap_or_default();
+    let model = request["model"].as_str().unwrap_or_default().to_owned();
+    let stream = request["stream"].as_bool().unwrap_or(false);
+    match model.as_str() {
+        "limited" => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                ("retry-after", "7"),
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "7s"),
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "7s"),
+            ],
+            axum::Json(json!({"error": {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}})),
+        )
+            .into_response(),
+        "broken" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}})),
+        )
+            .into_response(),
+        _ if stream => {
+            let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+            let mut events = vec![
+                chunk(&model, json!({"role": "assistant", "content": ""}), None),
+                chunk(&model, json!({"content": "Hel"}), None),
+                chunk(&model, json!({"content": "lo"}), None),
+            ];
+            if model != "cut" {
+                events.push(chunk(&model, json!({}), Some("stop")));
+                if include_usage {
+                    events.push(format!(
+                        "data: {}\n\n",
+                        json!({"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}})
+                    ));
+                }
+                events.push("data: [DONE]\n\n".to_owned());
+            }
+            let stream = futures_util::stream::iter(
+                events
+                    .into_iter()
+                    .map(|e| Ok::<_, std::io::Error>(bytes::Bytes::from(e))),
+            );
+            (
+                [("content-type", "text/event-stream"), ("x-ratelimit-remaining-requests", "42")],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        _ => (
+            [
+                ("x-ratelimit-remaining-requests", "42"),
+                ("x-ratelimit-remaining-tokens", "9000"),
+                ("x-ratelimit-reset-tokens", "6m0s"),
+            ],
+            axum::Json(json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "logprobs": null, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+            })),
+        )
+            .into_response(),
+    }
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    )
+}
+
+async fn embeddings(body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or_default();
+    let n = request["input"].as_array().map_or(0, Vec::len);
+    let data: Vec<Value> = (0..n)
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.5, -0.25, i as f32]}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": request["model"], "usage": {"prompt_tokens": 4, "total_tokens": 4}}))
+        .into_response()
+}
+
+#[allow(clippy::unwrap_used)] // a test helper
+async fn start() -> (String, Arc<Seen>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Seen::default());
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}/v1"), seen, server)
+}
+
+#[allow(clippy::unwrap_used)] // a test helper
+fn client(base: &str, config: impl FnOnce(&mut OpenAiConfig)) -> OpenAiClient {
+    let mut c = OpenAiConfig::new(base);
+    config(&mut c);
+    c.build("test", &Events::new())
+        .unwrap()
+        .with_key(ApiKey::new("sk-test").unwrap())
+}
+
+fn hello(model: &str) -> ChatRequest {
+    ChatRequest::new(model, vec![ChatMessage::user("Say hello")]).max_tokens(20)
+}
+
+#[tokio::test]
+async fn chat_returns_the_answer_and_counts_usage_per_model() {
+    let (base, _seen, server) = start().await;
+    let telemetry = Telemetry::new();
+    let client = client(&base, |c| c.tokens_per_minute = Some(10_000)).with_telemetry(&telemetry);
+    let answer = client.chat(&hello("gpt-test")).await.unwrap();
+    assert_eq!(answer.text(), "Hello");
+    assert_eq!(answer.usage.unwrap().total_tokens, 15);
+    // Charged 9 (estimate) + 20 up front, corrected to 15; the provider said 9000 are left.
+    assert_eq!(client.limits().tokens().unwrap().available(), 9000);
+    let m = client.metrics("gpt-test").unwrap();
+    assert_eq!(m.tokens_in.get(), 12);
+    assert_eq!(m.tokens_out.get(), 3);
+    assert_eq!(m.request.stats().window(Window::SinceStart).count, 1);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_an_unretryable_status_error_that_shows_no_key() {
+    let (base, _seen, server) = start().await;
+    let client = client(&base, |_| {}).with_key(ApiKey::new("sk-wrong-secret").unwrap());
+    assert!(!format!("{client:?}").contains("sk-wrong-secret"));
+    let err = client.chat(&hello("gpt-test")).await.unwrap_err();
+    match &err {
+        AiError::Status {
+            status, message, ..
+        } => {
+            assert_eq!(*status, 401);
+            assert_eq!(message, "Incorrect API key provided");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retryable());
+    assert!(!err.to_string().contains("sk-wrong-secret"));
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_429_is_rate_limited_with_retry_after_and_pauses_the_local_limiter() {
+    let (base, seen, server) = start().await;
+    let client = client(&base, |c| {
+        c.requests_per_minute = Some(60);
+        c.tokens_per_minute = Some(100_000);
+    });
+    let err = client.chat(&hello("limited")).await.unwrap_err();
+    assert!(err.is_rate_limited() && err.is_retryable(), "{err}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    assert!(matches!(err, AiError::RateLimited { local: false, .. }));
+    // The next call is refused locally, without reaching the server.
+    let err = client.chat(&hello("gpt-test")).await.unwrap_err();
+    assert!(
+        matches!(err, AiError::RateLimited { local: true, .. }),
+        "{err}"
+    );
+    let wait = err.retry_after().unwrap();
+    assert!(
+        wait > Duration::from_secs(6) && wait <= Duration::from_secs(7),
+        "{wait:?}"
+    );
+    assert_eq!(seen.calls.load(Ordering::Relaxed), 1);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_500_is_retryable() {
+    let (base, _seen, server) = start().await;
+    let err = client(&base, |_| {})
+        .chat(&hello("broken"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AiError::Status { status: 500, .. }));
+    assert!(err.is_retryable() && !err.is_rate_limited());
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_stream_yields_chunks_until_done_with_usage_and_time_to_first_token() {
+    let (base, _seen, server) = start().await;
+    let telemetry = Telemetry::new();
+    let client = client(&base, |c| c.tokens_per_minute = Some(10_000)).with_telemetry(&telemetry);
+    let mut stream = client.chat_stream(&hello("gpt-test")).await.unwrap();
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(chunk.unwrap().text());
+    }
+    assert_eq!(text, "Hello");
+    assert_eq!(stream.usage().unwrap().total_tokens, 11);
+    assert!(stream.next().await.is_none());
+    assert_eq!(client.limits().tokens().unwrap().available(), 10_000 - 11);
+    let m = client.metrics("gpt-test").unwrap();
+    assert_eq!(m.first_token.stats().window(Window::SinceStart).count, 1);
+    assert_eq!(m.request.stats().window(Window::SinceStart).count, 1);
+    assert_eq!(m.tokens_out.get(), 2);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_stream_cut_before_done_is_a_typed_retryable_error() {
+    let (base, _seen, server) = start().await;
+    let telemetry = Telemetry::new();
+    let client = client(&base, |_| {}).with_telemetry(&telemetry);
+    let stream = client.chat_stream(&hello("cut")).await.unwrap();
+    let err = stream.collect_text().await.unwrap_err();
+    match &err {
+        AiError::StreamCut { events, .. } => assert_eq!(*events, 3),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_retryable());
+    assert_eq!(client.metrics("cut").unwrap().errors.get(), 1);
+    server.abort();
+}
+
+#[tokio::test]
+async fn embeddings_come_back_one_per_input() {
+    let (base, _seen, server) = start().await;
+    let answer = client(&base, |_| {})
+        .embeddings(&EmbeddingRequest::new(
+            "embed-test",
+            vec!["a".into(), "b".into()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(answer.data.len(), 2);
+    assert_eq!(answer.data[1].embedding, vec![0.5, -0.25, 1.0]);
+    assert_eq!(answer.usage.unwrap().prompt_tokens, 4);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_deadline_in_scope_bounds_the_request() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts and never answers.
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            held.push(socket);
+        }
+    });
+    let client = client(&format!("http://{addr}/v1"), |_| {});
+    let deadline = rampart_resilience::timeout::Deadline::after(Duration::from_millis(200));
+    let err = deadline
+        .scope(client.chat(&hello("gpt-test")))
+        .await
+        .unwrap_err();
+    match err {
+        AiError::Timeout { after, .. } => assert!(after <= Duration::from_millis(200)),
+        other => panic!("{other:?}"),
+    }
+    let expired = rampart_resilience::timeout::Deadline::after(Duration::ZERO);
+    let err = expired
+        .scope(client.chat(&hello("gpt-test")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AiError::DeadlineExceeded { .. }));
+    server.abort();
+}
+
+#[test]
+fn config_reports_every_problem_with_its_path() {
+    let config: OpenAiConfig = toml::from_str(
+        r#"
+        base_url = "ftp://x"
+        api_key_env = "A"
+        api_key_file = "/b"
+        timeout = "0s"
+        tokens_per_minute = 0
+        "#,
+    )
+    .unwrap();
+    let err = config
+        .build("openai", &Events::new())
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "openai.base_url",
+        "openai.api_key_file",
+        "openai.timeout",
+        "openai.tokens_per_minute",
+    ] {
+        assert!(err.contains(expected), "{expected} missing in {err}");
+    }
+    assert!(toml::from_str::<OpenAiConfig>("api_key = \"sk\"").is_err());
+}
+
+#[test]
+fn the_key_is_read_from_the_file_or_variable_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, "sk-file\n").unwrap();
+    let mut config = OpenAiConfig::new("http://127.0.0.1:1/v1");
+    config.api_key_file = Some(file);
+    let client = config.build("p", &Events::new()).unwrap();
+    assert!(!format!("{client:?}").contains("sk-file"));
+    config.api_key_file = None;
+    config.api_key_env = Some("RAMPART_TEST_UNSET_KEY_VAR".into());
+    let err = config.build("p", &Events::new()).unwrap_err().to_string();
+    assert!(
+        err.contains("p.api_key_env") && err.contains("is not set"),
+        "{err}"
+    );
+}
