@@ -14,9 +14,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use rampart_connect::ai::{
-    AiError, ApiKey, ChatMessage, ChatRequest, EmbeddingRequest, OpenAiClient, OpenAiConfig,
+    AiError, ApiKey, ChatMessage, ChatRequest, EmbeddingRequest, ModelRouter, OpenAiClient,
+    OpenAiConfig, Route,
 };
 use rampart_resilience::Events;
+use rampart_resilience::breaker::BreakerConfig;
+use rampart_resilience::retry::RetryConfig;
 use rampart_telemetry::{Telemetry, Window};
 use serde_json::{Value, json};
 
@@ -38,6 +41,7 @@ async fn chat(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -
     let model = request["model"].as_str().unwrap_or_default().to_owned();
     let stream = request["stream"].as_bool().unwrap_or(false);
     match model.as_str() {
+        "hang" => std::future::pending().await,
         "limited" => (
             StatusCode::TOO_MANY_REQUESTS,
             [
@@ -348,4 +352,106 @@ fn the_key_is_read_from_the_file_or_variable_named() {
         err.contains("p.api_key_env") && err.contains("is not set"),
         "{err}"
     );
+}
+
+#[allow(clippy::unwrap_used)] // a test helper
+fn router(client: &OpenAiClient, models: &[&str]) -> ModelRouter {
+    let breaker = BreakerConfig::consecutive(2, Duration::from_secs(60));
+    let routes = models
+        .iter()
+        .map(|m| Route::new(client.clone(), *m, &breaker, &Events::new()).unwrap())
+        .collect();
+    let retry: RetryConfig =
+        toml::from_str("max_attempts = 2\nbase_delay = \"1ms\"\nmax_delay = \"1s\"").unwrap();
+    ModelRouter::new(routes).with_retry(retry.build("ai", &Events::new()).unwrap())
+}
+
+#[tokio::test]
+async fn a_failing_model_is_retried_then_the_chain_falls_back_and_its_breaker_opens() {
+    let (base, seen, server) = start().await;
+    let client = client(&base, |_| {});
+    let router = router(&client, &["broken", "gpt-test"]);
+    let answer = router.chat(&hello("ignored")).await.unwrap();
+    assert_eq!(answer.route, "test/gpt-test");
+    assert_eq!(answer.value.text(), "Hello");
+    assert_eq!(answer.failed.len(), 1);
+    assert!(matches!(
+        answer.failed[0].1,
+        AiError::Status { status: 500, .. }
+    ));
+    // Two attempts on the broken model, one on the good one.
+    assert_eq!(seen.calls.load(Ordering::Relaxed), 3);
+    // Two failures in a row opened its breaker: the next call skips it without sending.
+    assert!(router.routes()[0].breaker().rejects_now());
+    let answer = router.chat(&hello("ignored")).await.unwrap();
+    assert!(matches!(answer.failed[0].1, AiError::BreakerOpen { .. }));
+    assert_eq!(seen.calls.load(Ordering::Relaxed), 4);
+    server.abort();
+}
+
+#[tokio::test]
+async fn throttling_longer_than_the_retry_allows_falls_back_without_opening_the_breaker() {
+    let (base, seen, server) = start().await;
+    let client = client(&base, |_| {});
+    let router = router(&client, &["limited", "gpt-test"]);
+    for _ in 0..3 {
+        let answer = router.chat(&hello("ignored")).await.unwrap();
+        assert_eq!(answer.route, "test/gpt-test");
+        assert!(answer.failed[0].1.is_rate_limited());
+    }
+    // Retry-After 7s exceeds the retry's 1s max delay: each "limited" call is tried once, and
+    // throttling is not a provider failure, so its breaker stays closed.
+    assert_eq!(seen.calls.load(Ordering::Relaxed), 6);
+    assert!(!router.routes()[0].breaker().rejects_now());
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_client_error_is_not_retried_and_all_failures_are_reported() {
+    let (base, seen, server) = start().await;
+    let client = client(&base, |_| {}).with_key(ApiKey::new("sk-wrong").unwrap());
+    let err = router(&client, &["a", "b"])
+        .chat(&hello("x"))
+        .await
+        .unwrap_err();
+    match &err {
+        AiError::AllRoutesFailed { errors } => {
+            assert_eq!(errors.len(), 2);
+            assert_eq!(errors[0].0, "test/a");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(seen.calls.load(Ordering::Relaxed), 2);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_hung_model_is_hedged_by_the_next_route() {
+    let (base, _seen, server) = start().await;
+    let client = client(&base, |c| c.timeout = Duration::from_secs(30));
+    let router = router(&client, &["hang", "gpt-test"]).with_hedge(Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let answer = router.chat(&hello("x")).await.unwrap();
+    assert_eq!(answer.route, "test/gpt-test");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    server.abort();
+}
+
+#[tokio::test]
+async fn the_deadline_stops_the_chain() {
+    let (base, _seen, server) = start().await;
+    let client = client(&base, |_| {});
+    let router = router(&client, &["hang", "gpt-test"]);
+    let deadline = rampart_resilience::timeout::Deadline::after(Duration::from_millis(100));
+    let err = deadline.scope(router.chat(&hello("x"))).await.unwrap_err();
+    match &err {
+        AiError::AllRoutesFailed { errors } => {
+            assert!(errors[0].1.is_timeout(), "{err}");
+            // The deadline passed during the first route: the second was not tried.
+            assert!(errors.len() <= 2, "{err}");
+            assert!(errors.iter().all(|(_, e)| e.is_timeout()), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    server.abort();
 }

@@ -9,6 +9,9 @@
 //!   answer's `usage`; `x-ratelimit-*` headers and a 429's `Retry-After` update them at once.
 //! - [`AiError`] says what to do: [`is_retryable`](AiError::is_retryable),
 //!   [`is_rate_limited`](AiError::is_rate_limited), [`retry_after`](AiError::retry_after).
+//! - [`ModelRouter`]: a fallback chain of [`Route`]s (provider + model), each with its own
+//!   circuit breaker, retried for retryable errors only, optionally hedged; a
+//!   [`Deadline`](rampart_resilience::timeout::Deadline) in scope becomes each request's timeout.
 //! - [`ModelMetrics`]: per-model latency (total, time to first token), tokens in/out, throttles,
 //!   errors in a `rampart-telemetry` registry.
 //!
@@ -19,6 +22,7 @@ mod error;
 mod key;
 mod limit;
 mod metrics;
+mod route;
 mod sse;
 mod types;
 
@@ -27,6 +31,7 @@ pub use error::{AiError, BoxError};
 pub use key::{ApiKey, ApiKeyError};
 pub use limit::{BillingLimits, Charge, Throttled};
 pub use metrics::ModelMetrics;
+pub use route::{ModelRouter, Route, Routed};
 pub use types::{
     ChatChoice, ChatChunk, ChatDelta, ChatMessage, ChatRequest, ChatResponse, ChunkChoice,
     DEFAULT_MAX_COMPLETION_TOKENS, Embedding, EmbeddingRequest, EmbeddingResponse, Usage,
