@@ -12,6 +12,8 @@
 //! - [`ModelRouter`]: a fallback chain of [`Route`]s (provider + model), each with its own
 //!   circuit breaker, retried for retryable errors only, optionally hedged; a
 //!   [`Deadline`](rampart_resilience::timeout::Deadline) in scope becomes each request's timeout.
+//! - Model server health: [`tf_serving_health`], [`torchserve_health`], [`kserve_health`]
+//!   report liveness, readiness and the versions served ([`ModelHealth`]).
 //! - [`ModelMetrics`]: per-model latency (total, time to first token), tokens in/out, throttles,
 //!   errors in a `rampart-telemetry` registry.
 //!
@@ -19,6 +21,7 @@
 
 mod client;
 mod error;
+mod health;
 mod key;
 mod limit;
 mod metrics;
@@ -28,6 +31,10 @@ mod types;
 
 pub use client::{ChatStream, OpenAiClient, OpenAiConfig};
 pub use error::{AiError, BoxError};
+pub use health::{
+    HealthError, ModelHealth, ModelServerKind, ModelVersion, kserve_health, tf_serving_health,
+    torchserve_health,
+};
 pub use key::{ApiKey, ApiKeyError};
 pub use limit::{BillingLimits, Charge, Throttled};
 pub use metrics::ModelMetrics;
