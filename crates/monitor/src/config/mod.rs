@@ -42,8 +42,8 @@ use std::time::Duration;
 
 use self::checks::url_authority;
 pub use self::checks::{
-    DnsCheck, DnsMatch, DnsRecordType, ExpectedRole, HeartbeatCheck, HeartbeatSchedule, MqttCheck,
-    PostgresCheck, RedisCheck, TlsCheck,
+    DnsCheck, DnsMatch, DnsRecordType, ExpectedRole, HeartbeatCheck, HeartbeatSchedule,
+    ModelServer, ModelServerCheck, MqttCheck, PostgresCheck, RedisCheck, TlsCheck,
 };
 pub use self::secret::Secret;
 pub use self::serve::{DEFAULT_LISTEN, DEFAULT_STORE_PATH, ServerConfig, StoreConfig};
@@ -64,6 +64,9 @@ pub const KINDS: &[&str] = &[
     "mqtt",
     "heartbeat",
     "dns",
+    "tfserving",
+    "torchserve",
+    "kserve",
 ];
 
 /// A whole monitor configuration, validated.
@@ -161,6 +164,8 @@ pub enum CheckConfig {
     Heartbeat(HeartbeatCheck),
     /// `kind = "dns"` with a `[target.dns]` section.
     Dns(DnsCheck),
+    /// `kind = "tfserving"`, `"torchserve"` or `"kserve"` with the section of that name.
+    ModelServer(ModelServerCheck),
 }
 
 impl CheckConfig {
@@ -175,6 +180,7 @@ impl CheckConfig {
             CheckConfig::Mqtt(_) => "mqtt",
             CheckConfig::Heartbeat(_) => "heartbeat",
             CheckConfig::Dns(_) => "dns",
+            CheckConfig::ModelServer(m) => m.server.kind(),
         }
     }
 
@@ -199,6 +205,14 @@ impl CheckConfig {
             // Evaluated in memory: no host to spare.
             CheckConfig::Heartbeat(_) => "heartbeat".to_owned(),
             CheckConfig::Dns(d) => d.server.map_or_else(|| "dns".to_owned(), |s| s.to_string()),
+            CheckConfig::ModelServer(m) => {
+                let default = if m.url.starts_with("https://") {
+                    443
+                } else {
+                    80
+                };
+                url_authority(&m.url, m.server.kind(), default)
+            }
         }
     }
 }
