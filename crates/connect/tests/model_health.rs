@@ -4,10 +4,13 @@
 //!   `~/.cache/rampart/venv-ai`, or the interpreter in `RAMPART_KSERVE_PYTHON`) serving the tiny
 //!   model of `tests/fixtures/kserve_tiny.py`. Skipped when absent unless
 //!   `RAMPART_REQUIRE_SERVERS=1`.
-//! - TensorFlow Serving and TorchServe cannot be installed here: in-test servers answer exactly
-//!   as their REST API documentation shows (TF Serving's `GET /v1/models/{name}` model status;
-//!   TorchServe's `/ping` and management `GET /models/{name}`), as does a KServe whose model is
-//!   not ready.
+//! - TorchServe: a real TorchServe (PyPI `torchserve`, Java 17; `scripts/setup` installs it into
+//!   `~/.cache/rampart/venv-ts`, or set `RAMPART_TORCHSERVE`) serving the unarchived tiny model of
+//!   `tests/fixtures/torchserve/` with a stand-in `torch` module (its worker imports torch for one
+//!   type check). Skipped when absent unless `RAMPART_REQUIRE_SERVERS=1`.
+//! - TensorFlow Serving cannot be installed here: an in-test server answers exactly as its REST
+//!   API documentation shows (`GET /v1/models/{name}`), as do a TorchServe whose ping is unhealthy
+//!   and a KServe whose model is not ready.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -283,4 +286,129 @@ async fn kserve_with_a_model_not_ready_is_live_but_not_ready() {
     assert_eq!(health.versions[0].state, "UNAVAILABLE");
     assert_eq!(health.detail.as_deref(), Some("model m not ready"));
     server.abort();
+}
+
+fn torchserve_bin() -> Option<PathBuf> {
+    let candidate = std::env::var_os("RAMPART_TORCHSERVE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/rampart/venv-ts/bin/torchserve"))
+        })?;
+    let java = std::process::Command::new("java")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if candidate.exists() && java {
+        return Some(candidate);
+    }
+    assert!(
+        std::env::var("RAMPART_REQUIRE_SERVERS").as_deref() != Ok("1"),
+        "torchserve or java is missing ({}) and RAMPART_REQUIRE_SERVERS=1: run scripts/setup",
+        candidate.display()
+    );
+    eprintln!("skipped: torchserve or java not found (scripts/setup installs them)");
+    None
+}
+
+/// The TorchServe process group (its Python launcher, the Java frontend, the Python worker),
+/// killed whole when dropped.
+struct TorchServe {
+    child: Child,
+}
+
+impl Drop for TorchServe {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torchserve_reports_the_tiny_model_ready_with_its_version() {
+    let Some(torchserve) = torchserve_bin() else {
+        return;
+    };
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchserve");
+    let dir = tempfile::tempdir().unwrap();
+    let (inference, management, metrics) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("config.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "inference_address=http://127.0.0.1:{inference}\n\
+             management_address=http://127.0.0.1:{management}\n\
+             metrics_address=http://127.0.0.1:{metrics}\n\
+             disable_system_metrics=true\n\
+             default_workers_per_model=1\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(torchserve)
+        .args(["--start", "--foreground", "--ncs", "--disable-token-auth"])
+        .arg("--model-store")
+        .arg(fixtures.join("store"))
+        .args(["--models", "tiny=tiny", "--ts-config"])
+        .arg(&config)
+        .env("PYTHONPATH", fixtures.join("stub"))
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut server = TorchServe { child };
+    let inference_url = format!("http://127.0.0.1:{inference}");
+    let management_url = format!("http://127.0.0.1:{management}");
+    let http = reqwest::Client::new();
+
+    // Ready when the health check says so; a server that never starts fails after 90 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let health = loop {
+        match torchserve_health(&http, &inference_url, &management_url, "tiny").await {
+            Ok(h) if h.ready => break h,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "torchserve not ready in 90s: {other:?}"
+                );
+                assert!(
+                    server.child.try_wait().unwrap().is_none(),
+                    "torchserve exited"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(health.kind, ModelServerKind::TorchServe);
+    assert!(health.live);
+    assert_eq!(health.versions.len(), 1);
+    assert_eq!(health.versions[0].version, "1.0");
+    assert_eq!(health.versions[0].state, "READY");
+
+    let answer: serde_json::Value = http
+        .post(format!("{inference_url}/predictions/tiny"))
+        .body("x")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"ok": true}));
+
+    let err = torchserve_health(&http, &inference_url, &management_url, "nope")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HealthError::Status { status: 404, .. }),
+        "{err}"
+    );
+    drop(server);
 }
