@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 #[derive(Default)]
 struct Seen {
     calls: AtomicU32,
+    /// Lets the `gated` model's stream go on past its first chunk.
+    gate: tokio::sync::Notify,
 }
 
 async fn chat(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -> Response {
@@ -60,6 +62,31 @@ async fn chat(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -
             axum::Json(json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}})),
         )
             .into_response(),
+        "gated" if stream => {
+            // One chunk, then the rest only once the test opens the gate.
+            let first = chunk(&model, json!({"role": "assistant", "content": "Hel"}), None);
+            let rest = format!(
+                "{}{}data: [DONE]\n\n",
+                chunk(&model, json!({"content": "lo"}), None),
+                chunk(&model, json!({}), Some("stop"))
+            );
+            let seen = seen.clone();
+            let stream = futures_util::stream::unfold(0, move |step| {
+                let seen = seen.clone();
+                let (first, rest) = (first.clone(), rest.clone());
+                async move {
+                    match step {
+                        0 => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(first)), 1)),
+                        1 => {
+                            seen.gate.notified().await;
+                            Some((Ok(bytes::Bytes::from(rest)), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            ([("content-type", "text/event-stream")], Body::from_stream(stream)).into_response()
+        }
         _ if stream => {
             let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
             let mut events = vec![
@@ -453,5 +480,44 @@ async fn the_deadline_stops_the_chain() {
         }
         other => panic!("{other:?}"),
     }
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_next_dropped_while_waiting_loses_no_chunk() {
+    let (base, seen, server) = start().await;
+    let client = client(&base, |_| {});
+    let mut stream = client.chat_stream(&hello("gated")).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().text(), "Hel");
+    // Nothing more comes until the gate opens: this `next` is dropped mid-way.
+    let dropped = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+    assert!(dropped.is_err());
+    seen.gate.notify_one();
+    let mut rest = String::new();
+    while let Some(chunk) = stream.next().await {
+        rest.push_str(chunk.unwrap().text());
+    }
+    assert_eq!(rest, "lo");
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_streamed_chat_and_embeddings_fall_back_through_the_router() {
+    let (base, _seen, server) = start().await;
+    let client = client(&base, |_| {});
+    let router = router(&client, &["broken", "gpt-test"]);
+    let routed = router.chat_stream(&hello("x")).await.unwrap();
+    assert_eq!(routed.route, "test/gpt-test");
+    let (text, usage) = routed.value.collect_text().await.unwrap();
+    assert_eq!(text, "Hello");
+    assert_eq!(usage.unwrap().total_tokens, 11);
+    let routed = router
+        .embeddings(&EmbeddingRequest::new("x", vec!["a".into()]))
+        .await
+        .unwrap();
+    // The stream's two failed attempts opened the broken route's breaker: it is skipped.
+    assert_eq!(routed.route, "test/gpt-test");
+    assert!(matches!(routed.failed[0].1, AiError::BreakerOpen { .. }));
+    assert_eq!(routed.value.data.len(), 1);
     server.abort();
 }

@@ -204,3 +204,41 @@ async fn kserve_probe_reports_the_tiny_model_ready() {
     );
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn torchserve_probe_reads_ping_and_the_management_api() {
+    let inference = Router::new().route(
+        "/ping",
+        get(|| async { axum::Json(json!({"status": "Healthy"})) }),
+    );
+    let management = Router::new().route(
+        "/models/noop",
+        get(|| async {
+            axum::Json(
+                json!([{"modelName": "noop", "modelVersion": "1.0", "workers": [
+                    {"id": "9000", "status": "READY", "memoryUsage": 0, "pid": 1, "gpu": false}
+                ]}]),
+            )
+        }),
+    );
+    let mut tasks = Vec::new();
+    let mut urls = Vec::new();
+    for app in [inference, management] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", listener.local_addr().unwrap()));
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        }));
+    }
+    let mut check = ModelServerCheck::new(ModelServer::TorchServe, urls[0].clone(), "noop");
+    check.management_url = Some(urls[1].clone());
+    check.version = Some("1.0".into());
+    let r = ModelServerProbe::new(check)
+        .probe(Duration::from_secs(5))
+        .await;
+    assert!(r.is_success(), "{r:?}");
+    assert_eq!(r.details.model_versions, ["1.0 READY"]);
+    for task in tasks {
+        task.abort();
+    }
+}
