@@ -191,6 +191,14 @@ async fn chat_returns_the_answer_and_counts_usage_per_model() {
     assert_eq!(m.tokens_in.get(), 12);
     assert_eq!(m.tokens_out.get(), 3);
     assert_eq!(m.request.stats().window(Window::SinceStart).count, 1);
+    // The series export per provider and model.
+    let text = rampart_telemetry::export::prometheus::render(&telemetry);
+    for series in [
+        "rampart_ai_tokens_in_total{provider=\"test\",model=\"gpt-test\"} 12",
+        "rampart_ai_tokens_out_total{provider=\"test\",model=\"gpt-test\"} 3",
+    ] {
+        assert!(text.contains(series), "{series} missing in:\n{text}");
+    }
     server.abort();
 }
 
