@@ -62,6 +62,27 @@ async fn chat(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -
             axum::Json(json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}})),
         )
             .into_response(),
+        "reset" if stream => {
+            // One chunk, then the body fails: the connection is cut without ending the chunked
+            // encoding, as when a proxy or the provider drops it.
+            // The failure waits for the gate, so that the head and first chunk are sent first.
+            let first = chunk(&model, json!({"role": "assistant", "content": "Hel"}), None);
+            let seen = seen.clone();
+            let stream = futures_util::stream::unfold(0, move |step| {
+                let (seen, first) = (seen.clone(), first.clone());
+                async move {
+                    match step {
+                        0 => Some((Ok(bytes::Bytes::from(first)), 1)),
+                        1 => {
+                            seen.gate.notified().await;
+                            Some((Err(std::io::Error::other("connection dropped")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            ([("content-type", "text/event-stream")], Body::from_stream(stream)).into_response()
+        }
         "gated" if stream => {
             // One chunk, then the rest only once the test opens the gate.
             let first = chunk(&model, json!({"role": "assistant", "content": "Hel"}), None);
@@ -527,5 +548,25 @@ async fn a_streamed_chat_and_embeddings_fall_back_through_the_router() {
     assert_eq!(routed.route, "test/gpt-test");
     assert!(matches!(routed.failed[0].1, AiError::BreakerOpen { .. }));
     assert_eq!(routed.value.data.len(), 1);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_stream_is_a_stream_cut_with_its_cause() {
+    let (base, seen, server) = start().await;
+    let client = client(&base, |_| {});
+    let mut stream = client.chat_stream(&hello("reset")).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().text(), "Hel");
+    seen.gate.notify_one();
+    let err = stream.next().await.unwrap().unwrap_err();
+    match &err {
+        AiError::StreamCut { events, source, .. } => {
+            assert_eq!(*events, 1);
+            assert!(source.is_some(), "{err:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_retryable());
+    assert!(stream.next().await.is_none());
     server.abort();
 }
