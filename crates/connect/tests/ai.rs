@@ -44,6 +44,18 @@ async fn chat(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -
     let stream = request["stream"].as_bool().unwrap_or(false);
     match model.as_str() {
         "hang" => std::future::pending().await,
+        "last-one" => (
+            // Answers, but says no request is left until the limit resets in 300 ms.
+            [
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "300ms"),
+            ],
+            axum::Json(json!({
+                "id": "chatcmpl-2", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            })),
+        )
+            .into_response(),
         "limited" => (
             StatusCode::TOO_MANY_REQUESTS,
             [
@@ -568,5 +580,34 @@ async fn a_connection_dropped_mid_stream_is_a_stream_cut_with_its_cause() {
     }
     assert!(err.is_retryable());
     assert!(stream.next().await.is_none());
+    server.abort();
+}
+
+#[tokio::test]
+async fn with_max_wait_a_call_waits_for_the_reset_the_provider_announced() {
+    let (base, seen, server) = start().await;
+    let waiting = client(&base, |c| {
+        c.requests_per_minute = Some(1000);
+        c.max_wait = Duration::from_secs(10);
+    });
+    waiting.chat(&hello("last-one")).await.unwrap();
+    let started = std::time::Instant::now();
+    let answer = waiting.chat(&hello("gpt-test")).await.unwrap();
+    assert_eq!(answer.text(), "Hello");
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Without max_wait the same situation is refused at once, locally.
+    let refusing = client(&base, |c| c.requests_per_minute = Some(1000));
+    refusing.chat(&hello("last-one")).await.unwrap();
+    let err = refusing.chat(&hello("gpt-test")).await.unwrap_err();
+    assert!(
+        matches!(err, AiError::RateLimited { local: true, .. }),
+        "{err}"
+    );
+    assert_eq!(seen.calls.load(Ordering::Relaxed), 3);
     server.abort();
 }

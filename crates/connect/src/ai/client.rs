@@ -67,6 +67,14 @@ pub struct OpenAiConfig {
     /// no limit; at least 1.
     #[serde(default)]
     pub tokens_per_minute: Option<u32>,
+    /// Longest a call waits for the limits to admit it before failing with a local
+    /// `RateLimited`; a shorter deadline in scope wins. Default `"0s"`: refuse at once. Waiting
+    /// calls are not queued in order: each tries again when the limiter said it would pass.
+    #[serde(
+        with = "rampart_resilience::serde_duration",
+        default = "defaults::max_wait"
+    )]
+    pub max_wait: Duration,
 }
 
 mod defaults {
@@ -80,6 +88,9 @@ mod defaults {
     }
     pub(super) fn connect_timeout() -> Duration {
         Duration::from_secs(5)
+    }
+    pub(super) fn max_wait() -> Duration {
+        Duration::ZERO
     }
 }
 
@@ -100,6 +111,7 @@ impl OpenAiConfig {
             connect_timeout: defaults::connect_timeout(),
             requests_per_minute: None,
             tokens_per_minute: None,
+            max_wait: defaults::max_wait(),
         }
     }
 
@@ -191,6 +203,7 @@ impl OpenAiConfig {
                 base_url: self.base_url.trim_end_matches('/').to_owned(),
                 key,
                 timeout: self.timeout,
+                max_wait: self.max_wait,
                 limits,
                 telemetry: None,
                 metrics: Mutex::new(HashMap::new()),
@@ -212,6 +225,7 @@ struct Inner {
     base_url: String,
     key: Option<ApiKey>,
     timeout: Duration,
+    max_wait: Duration,
     limits: BillingLimits,
     telemetry: Option<Telemetry>,
     metrics: Mutex<HashMap<String, ModelMetrics>>,
@@ -260,6 +274,7 @@ impl OpenAiClient {
             base_url: self.inner.base_url.clone(),
             key: self.inner.key.clone(),
             timeout: self.inner.timeout,
+            max_wait: self.inner.max_wait,
             limits: self.inner.limits.clone(),
             telemetry: self.inner.telemetry.clone(),
             metrics: Mutex::new(HashMap::new()),
@@ -387,28 +402,25 @@ impl OpenAiClient {
     ) -> Result<Sent, AiError> {
         let inner = &*self.inner;
         let metrics = self.metrics(model);
+        let deadline = Deadline::current();
+        if deadline.is_some_and(Deadline::is_expired) {
+            return Err(AiError::DeadlineExceeded {
+                provider: inner.name.clone(),
+            });
+        }
+        let charge = self
+            .admit(estimated_tokens, deadline, metrics.as_ref())
+            .await?;
         let mut timeout = inner.timeout;
-        if let Some(deadline) = Deadline::current() {
+        if let Some(deadline) = deadline {
             if deadline.is_expired() {
+                inner.limits.cancel(charge);
                 return Err(AiError::DeadlineExceeded {
                     provider: inner.name.clone(),
                 });
             }
             timeout = timeout.min(deadline.remaining());
         }
-        let charge = match inner.limits.try_admit(estimated_tokens) {
-            Ok(charge) => charge,
-            Err(throttled) => {
-                if let Some(m) = &metrics {
-                    m.throttles.inc();
-                }
-                return Err(AiError::RateLimited {
-                    provider: inner.name.clone(),
-                    retry_after: throttled.retry_after,
-                    local: true,
-                });
-            }
-        };
         let started = Instant::now();
         let mut builder = inner
             .http
@@ -458,6 +470,41 @@ impl OpenAiClient {
         }
         record_failure(metrics.as_ref(), started, &err);
         Err(err)
+    }
+
+    /// Admits a call estimated at `tokens`, waiting up to `max_wait` (and never past the
+    /// deadline) for the limits. Cancellation-safe: nothing is held while waiting.
+    async fn admit(
+        &self,
+        tokens: u32,
+        deadline: Option<Deadline>,
+        metrics: Option<&ModelMetrics>,
+    ) -> Result<Charge, AiError> {
+        let inner = &*self.inner;
+        let mut wait_until = Instant::now() + inner.max_wait;
+        if let Some(deadline) = deadline {
+            wait_until = wait_until.min(deadline.instant());
+        }
+        loop {
+            let throttled = match inner.limits.try_admit(tokens) {
+                Ok(charge) => return Ok(charge),
+                Err(throttled) => throttled,
+            };
+            let now = Instant::now();
+            match throttled.retry_after {
+                Some(wait) if now + wait <= wait_until => tokio::time::sleep(wait).await,
+                retry_after => {
+                    if let Some(m) = metrics {
+                        m.throttles.inc();
+                    }
+                    return Err(AiError::RateLimited {
+                        provider: inner.name.clone(),
+                        retry_after,
+                        local: true,
+                    });
+                }
+            }
+        }
     }
 
     async fn status_error(
