@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use rampart_connect::ai::{
-    AiError, ApiKey, ChatMessage, ChatRequest, EmbeddingRequest, ModelRouter, OpenAiClient,
-    OpenAiConfig, Route,
+    AiError, ApiKey, ChatMessage, ChatRequest, EmbeddingRequest, ModelRouter, ModelRouterConfig,
+    OpenAiClient, OpenAiConfig, Route,
 };
 use rampart_resilience::Events;
 use rampart_resilience::breaker::BreakerConfig;
@@ -610,4 +610,67 @@ async fn with_max_wait_a_call_waits_for_the_reset_the_provider_announced() {
     );
     assert_eq!(seen.calls.load(Ordering::Relaxed), 3);
     server.abort();
+}
+
+#[tokio::test]
+async fn a_router_from_configuration_falls_back_across_providers() {
+    let (base, seen, server) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "sk-test\n").unwrap();
+    let config: ModelRouterConfig = toml::from_str(&format!(
+        r#"
+        routes = ["primary/broken", "backup/gpt-test"]
+        [providers.primary]
+        base_url = "{base}"
+        api_key_file = "{key}"
+        [providers.backup]
+        base_url = "{base}"
+        api_key_file = "{key}"
+        tokens_per_minute = 10000
+        [breaker]
+        window = "consecutive"
+        consecutive_failures = 1
+        wait_in_open = "60s"
+        [retry]
+        max_attempts = 2
+        base_delay = "1ms"
+        "#,
+        key = key.display()
+    ))
+    .unwrap();
+    let router = config.build("ai", &Events::new()).unwrap();
+    let answer = router.chat(&hello("x")).await.unwrap();
+    assert_eq!(answer.route, "backup/gpt-test");
+    // One failure opened the primary's breaker: its retry was refused by the breaker.
+    assert_eq!(seen.calls.load(Ordering::Relaxed), 2);
+    assert!(router.routes()[0].breaker().rejects_now());
+    server.abort();
+}
+
+#[test]
+fn router_configuration_reports_every_problem_with_its_path() {
+    let config: ModelRouterConfig = toml::from_str(
+        r#"
+        routes = ["nope/m", "justamodel", "p/"]
+        hedge_after = "0s"
+        [providers.p]
+        base_url = "not a url"
+        [retry]
+        max_attempts = 0
+        "#,
+    )
+    .unwrap();
+    let err = config.build("ai", &Events::new()).unwrap_err().to_string();
+    for path in [
+        "ai.routes[0]",
+        "ai.routes[1]",
+        "ai.routes[2]",
+        "ai.hedge_after",
+        "ai.providers.p.base_url",
+        "ai.retry.max_attempts",
+    ] {
+        assert!(err.contains(path), "{path} missing in {err}");
+    }
+    assert!(toml::from_str::<ModelRouterConfig>("routes = []\n[providers]\nx = 1").is_err());
 }

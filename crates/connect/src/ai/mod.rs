@@ -38,7 +38,7 @@ pub use health::{
 pub use key::{ApiKey, ApiKeyError};
 pub use limit::{BillingLimits, Charge, Throttled};
 pub use metrics::ModelMetrics;
-pub use route::{ModelRouter, Route, Routed};
+pub use route::{ModelRouter, ModelRouterConfig, Route, Routed};
 pub use types::{
     ChatChoice, ChatChunk, ChatDelta, ChatMessage, ChatRequest, ChatResponse, ChunkChoice,
     DEFAULT_MAX_COMPLETION_TOKENS, Embedding, EmbeddingRequest, EmbeddingResponse, Usage,

@@ -1,14 +1,16 @@
 //! Resilience for AI calls: a circuit breaker per route (provider + model), retries of
 //! retryable errors only, optional hedging, and a fallback chain across routes.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
 use rampart_resilience::breaker::{BreakerConfig, CircuitBreaker};
-use rampart_resilience::retry::{Retry, RetryDecision};
+use rampart_resilience::retry::{Retry, RetryConfig, RetryDecision};
 use rampart_resilience::{ConfigError, Error, Events, Outcome};
+use serde::Deserialize;
 
-use super::client::{ChatStream, OpenAiClient};
+use super::client::{ChatStream, OpenAiClient, OpenAiConfig};
 use super::error::AiError;
 use super::types::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse};
 
@@ -326,5 +328,142 @@ impl ModelRouter {
             )
             .await;
         result.map_err(|e| route.unwrap_policy_error(e))
+    }
+}
+
+/// A [`ModelRouter`] from configuration: the providers, the routes in fallback order
+/// (`"provider/model"`), one breaker configuration for every route, an optional retry and
+/// hedge. Unknown keys are refused.
+///
+/// ```toml
+/// routes = ["openai/gpt-4o", "openai/gpt-4o-mini", "local/llama-3.1-8b"]
+/// hedge_after = "800ms"
+///
+/// [providers.openai]
+/// api_key_env = "OPENAI_API_KEY"
+/// tokens_per_minute = 200000
+///
+/// [providers.local]
+/// base_url = "http://127.0.0.1:8000/v1"
+///
+/// [breaker]
+/// window = "consecutive"
+/// consecutive_failures = 5
+/// wait_in_open = "30s"
+///
+/// [retry]
+/// max_attempts = 3
+/// base_delay = "200ms"
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRouterConfig {
+    /// The providers by name. At least one.
+    pub providers: BTreeMap<String, OpenAiConfig>,
+    /// The routes, tried in this order: `"provider/model"` (the model may contain `/`). At
+    /// least one; each names a provider above.
+    pub routes: Vec<String>,
+    /// Calls the next route too when a route has not answered within this. Default: no hedging;
+    /// at least 1ms.
+    #[serde(default, with = "rampart_resilience::serde_duration::option")]
+    pub hedge_after: Option<Duration>,
+    /// The breaker of each route. Default: `BreakerConfig::default()`.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Retries of each route (retryable errors only). Default: no retry.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+}
+
+impl ModelRouterConfig {
+    /// Records every problem under `path` (such as `ai`): providers, routes, breaker, retry. Does
+    /// not read the keys.
+    pub fn validate(&self, path: &str, errors: &mut ConfigError) {
+        if self.providers.is_empty() {
+            errors.push(
+                format!("{path}.providers"),
+                "at least one provider is needed",
+            );
+        }
+        for (name, provider) in &self.providers {
+            provider.validate(&format!("{path}.providers.{name}"), errors);
+        }
+        if self.routes.is_empty() {
+            errors.push(format!("{path}.routes"), "at least one route is needed");
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            match route.split_once('/') {
+                Some((provider, model)) if !model.is_empty() => {
+                    if !self.providers.contains_key(provider) {
+                        errors.push(
+                            format!("{path}.routes[{i}]"),
+                            format!("names no provider {provider:?}"),
+                        );
+                    }
+                }
+                _ => errors.push(
+                    format!("{path}.routes[{i}]"),
+                    format!("must be \"provider/model\", got {route:?}"),
+                ),
+            }
+        }
+        if let Some(d) = self.hedge_after {
+            crate::duration::at_least_1ms(errors, format!("{path}.hedge_after"), d);
+        }
+        self.breaker.validate(&format!("{path}.breaker"), errors);
+        if let Some(retry) = &self.retry {
+            retry.validate(&format!("{path}.retry"), errors);
+        }
+    }
+
+    /// Validates, reads the keys and builds the router; every client is named after its
+    /// provider, every breaker after its route, the retry `name`.
+    pub fn build(&self, name: &str, events: &Events) -> Result<ModelRouter, ConfigError> {
+        let mut errors = ConfigError::new(None);
+        self.validate(name, &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut clients = BTreeMap::new();
+        for (provider, config) in &self.providers {
+            match config.build(provider, events) {
+                Ok(client) => {
+                    clients.insert(provider.as_str(), client);
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        let mut routes = Vec::new();
+        for route in &self.routes {
+            let Some((provider, model)) = route.split_once('/') else {
+                continue;
+            };
+            let Some(client) = clients.get(provider) else {
+                continue;
+            };
+            match Route::new(client.clone(), model, &self.breaker, events) {
+                Ok(route) => routes.push(route),
+                Err(e) => errors.extend(e),
+            }
+        }
+        let retry = match self.retry.as_ref().map(|r| r.build(name, events)) {
+            Some(Ok(retry)) => Some(retry),
+            Some(Err(e)) => {
+                errors.extend(e);
+                None
+            }
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut router = ModelRouter::new(routes);
+        if let Some(retry) = retry {
+            router = router.with_retry(retry);
+        }
+        if let Some(after) = self.hedge_after {
+            router = router.with_hedge(after);
+        }
+        Ok(router)
     }
 }
