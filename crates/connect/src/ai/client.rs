@@ -481,7 +481,11 @@ impl OpenAiClient {
         metrics: Option<&ModelMetrics>,
     ) -> Result<Charge, AiError> {
         let inner = &*self.inner;
-        let mut wait_until = Instant::now() + inner.max_wait;
+        let now = Instant::now();
+        // A max_wait too large to add to the clock means "as long as it takes".
+        let mut wait_until = now
+            .checked_add(inner.max_wait)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
         if let Some(deadline) = deadline {
             wait_until = wait_until.min(deadline.instant());
         }
@@ -492,7 +496,9 @@ impl OpenAiClient {
             };
             let now = Instant::now();
             match throttled.retry_after {
-                Some(wait) if now + wait <= wait_until => tokio::time::sleep(wait).await,
+                Some(wait) if now.checked_add(wait).is_some_and(|t| t <= wait_until) => {
+                    tokio::time::sleep(wait).await;
+                }
                 retry_after => {
                     if let Some(m) = metrics {
                         m.throttles.inc();

@@ -169,22 +169,21 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// such a value is ignored), or OpenAI's `retry-after-ms`.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = header_str(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
+        && let Ok(d) = Duration::try_from_secs_f64(ms / 1000.0)
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(d);
     }
+    // `try_from`: a negative, infinite or absurdly large value is ignored, never a panic.
     header_str(headers, "retry-after")
         .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
 /// A reset as OpenAI writes it: a sequence of number+unit (`h`, `m`, `s`, `ms`), such as `6m0s`,
 /// `1.5s` or `20ms`; a bare number is seconds.
 pub(crate) fn parse_reset(value: &str) -> Option<Duration> {
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let mut total = 0.0_f64;
     let mut rest = value;
@@ -207,7 +206,7 @@ pub(crate) fn parse_reset(value: &str) -> Option<Duration> {
         total += number * scale;
         rest = &rest[unit_len..];
     }
-    (total.is_finite()).then(|| Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]
@@ -224,6 +223,8 @@ mod tests {
         assert_eq!(parse_reset("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_reset("soon"), None);
         assert_eq!(parse_reset("5x"), None);
+        assert_eq!(parse_reset("1e30"), None);
+        assert_eq!(parse_reset("-1s"), None);
     }
 
     #[test]
@@ -239,6 +240,9 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&date), None);
+        let mut absurd = HeaderMap::new();
+        absurd.insert("retry-after", HeaderValue::from_static("1e300"));
+        assert_eq!(retry_after(&absurd), None);
     }
 
     #[tokio::test(start_paused = true)]
