@@ -5,9 +5,11 @@
 //! | --- | --- | --- |
 //! | `postgres` | [`postgres`] | `PgManager` over tokio-postgres, `pg_health` (version, primary or replica, latency) |
 //! | `redis` | [`redis`] | `RedisManager` over the `redis` crate, `redis_health` (version, master or replica, memory, latency) |
+//! | `ai` | [`ai`] | `OpenAiClient` (chat, streaming, embeddings) with requests/tokens-per-minute limits, `ModelRouter` (breaker, retry, fallback), model server health (TF Serving, TorchServe, KServe v2) |
 //!
 //! No feature is on by default. Connections are plain TCP: TLS (rustls) for PostgreSQL and Redis
-//! is not part of this crate yet.
+//! is not part of this crate yet; the `ai` client speaks HTTPS with rustls (webpki roots). The
+//! AI guide is `docs/ai.md`.
 //!
 //! Each connector has an `XConfig` (TOML-friendly, unknown keys refused, durations as `"5s"`)
 //! that validates into its manager; the manager goes into a [`rampart_pool::PoolConfig`] to make
@@ -42,6 +44,8 @@
 //! # fn main() {}
 //! ```
 
+#[cfg(feature = "ai")]
+pub mod ai;
 mod duration;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -53,3 +57,8 @@ pub mod redis;
 #[cfg(all(doctest, feature = "postgres", feature = "redis"))]
 #[doc = include_str!("../../../docs/connectors.md")]
 struct ConnectorsGuide;
+
+/// The AI guide, `docs/ai.md`: its examples compile (and the offline ones run) as doc tests.
+#[cfg(all(doctest, feature = "ai"))]
+#[doc = include_str!("../../../docs/ai.md")]
+struct AiGuide;

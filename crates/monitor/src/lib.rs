@@ -6,8 +6,9 @@
 //! - [`scheduler`]: each target on its own interval, first runs spread by a per-name offset, a
 //!   global and a per-host concurrency limit, each probe its own task bounded by its timeout;
 //! - [`probe`]: HTTP and HTTPS (phases: dns, connect, tls, first byte, body; status, body, regex
-//!   and JSON pointer checks; redirects), TCP, TLS, DNS, PostgreSQL, Redis and MQTT probes, with
-//!   typed failure kinds; [`heartbeat`] for jobs that report in instead of being probed;
+//!   and JSON pointer checks; redirects), TCP, TLS, DNS, PostgreSQL, Redis and MQTT probes, model
+//!   servers (TensorFlow Serving, TorchServe, KServe v2: readiness and versions), with typed
+//!   failure kinds; [`heartbeat`] for jobs that report in instead of being probed;
 //! - [`health`]: a state machine per target (unknown, healthy, degraded, recovering, unhealthy,
 //!   unreachable through a parent), a score 0–100, weighted group and overall scores, and typed
 //!   [`StateChange`](health::StateChange) events;

@@ -72,10 +72,11 @@ fn check_accepts_the_example_monitor_configuration_and_lists_its_groups() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("examples/monitor.toml: ok (monitor, 7 targets)"),
+        stdout.contains("examples/monitor.toml: ok (monitor, 8 targets)"),
         "{stdout}"
     );
     assert!(stdout.contains("data: postgres, cache, broker"), "{stdout}");
+    assert!(stdout.contains("models: classifier"), "{stdout}");
     assert!(
         stdout.contains("web: api, homepage, edge-cert, mail-routing"),
         "{stdout}"

@@ -501,3 +501,44 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn charge_refund_limit_and_pause_adjust_capacity_after_the_fact() {
+    // 600 units a minute: one every 100 ms, all 600 at once from full.
+    let limiter = RateLimitConfig::new(600.0, Duration::from_secs(60))
+        .build("tokens", &Events::new())
+        .unwrap();
+    limiter.try_acquire(100).unwrap();
+    assert_eq!(limiter.available(), 500);
+    // The answer said 250 were used: 150 more are charged.
+    limiter.charge(150);
+    assert_eq!(limiter.available(), 350);
+    // Another said only 20 of 100 were used: 80 come back.
+    limiter.try_acquire(100).unwrap();
+    limiter.refund(80);
+    assert_eq!(limiter.available(), 330);
+    // A refund never makes more than the burst available.
+    limiter.refund(10_000);
+    assert_eq!(limiter.available(), 600);
+
+    // The server says 40 are left: no more than 40 pass now; a higher report raises nothing.
+    limiter.limit_available(40);
+    assert_eq!(limiter.available(), 40);
+    limiter.limit_available(500);
+    assert_eq!(limiter.available(), 40);
+    assert!(limiter.try_acquire(41).is_err());
+    limiter.try_acquire(40).unwrap();
+
+    // A 429 with Retry-After: 5 s admits nothing for 5 s, then refills at the rate.
+    limiter.refund(600);
+    limiter.pause_for(Duration::from_secs(5));
+    // A shorter pause does not shorten the one in force.
+    limiter.pause_for(Duration::from_secs(1));
+    assert_eq!(limiter.available(), 0);
+    let err = limiter.try_acquire(1).unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
+    tokio::time::advance(Duration::from_millis(4999)).await;
+    assert_eq!(limiter.available(), 0);
+    tokio::time::advance(Duration::from_millis(301)).await;
+    assert_eq!(limiter.available(), 4);
+}

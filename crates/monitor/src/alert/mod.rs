@@ -9,11 +9,11 @@ pub mod engine;
 pub mod matcher;
 pub mod model;
 pub mod notify;
+pub mod outbox;
 mod persist;
 pub mod route;
 pub mod rule;
 mod service;
-pub mod outbox;
 pub mod silence;
 
 pub use engine::{
@@ -25,12 +25,12 @@ pub use model::{
     Acknowledgement, AlertSnapshot, AlertStatus, Fingerprint, Labels, Notification, Severity,
 };
 pub use notify::{Notifier, NotifyError};
+pub use outbox::{DeliveryConfig, DeliveryEvent, Outbox, OutboxEntry, OutboxFilter, OutboxStore};
 pub use persist::AlertStateStore;
 pub use route::{GroupBy, Route};
 pub use rule::{Condition, Rule, Template, default_rules};
 pub use service::{AlertService, EVALUATE_EVERY};
 pub use silence::{MaintenanceWindow, Schedule, Silence};
-pub use outbox::{DeliveryConfig, DeliveryEvent, Outbox, OutboxEntry, OutboxFilter, OutboxStore};
 
 use crate::store::StoreFuture;
 

@@ -303,3 +303,56 @@ pub enum DnsMatch {
     /// `match = "contains"`: every expected answer is among the answers (others may be there).
     Contains,
 }
+
+/// Which model server a [`ModelServerCheck`] asks, as its `kind` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ModelServer {
+    /// `kind = "tfserving"`: TensorFlow Serving's REST API, `GET /v1/models/{model}`.
+    TfServing,
+    /// `kind = "torchserve"`: TorchServe's `GET /ping` and management `GET /models/{model}`.
+    TorchServe,
+    /// `kind = "kserve"`: KServe / Open Inference Protocol v2 health, readiness and metadata.
+    KServe,
+}
+
+impl ModelServer {
+    /// The kind's name as written in the file.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ModelServer::TfServing => "tfserving",
+            ModelServer::TorchServe => "torchserve",
+            ModelServer::KServe => "kserve",
+        }
+    }
+}
+
+/// `[target.tfserving]`, `[target.torchserve]` or `[target.kserve]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelServerCheck {
+    /// Which server.
+    pub server: ModelServer,
+    /// The server's REST root (`http(s)://host:port`, without `/v1` or `/v2`): TF Serving's REST
+    /// port (8501), TorchServe's inference API (8080), KServe's HTTP port (8080).
+    pub url: String,
+    /// TorchServe's management API root (default: `url` with port 8081); `None` for the others.
+    pub management_url: Option<String>,
+    /// The model whose readiness is checked.
+    pub model: String,
+    /// This version must be among the ready ones; `None`: any ready version passes.
+    pub version: Option<String>,
+}
+
+impl ModelServerCheck {
+    /// A check that `model` is ready on the `server` at `url`.
+    pub fn new(server: ModelServer, url: impl Into<String>, model: impl Into<String>) -> Self {
+        ModelServerCheck {
+            server,
+            url: url.into(),
+            management_url: None,
+            model: model.into(),
+            version: None,
+        }
+    }
+}

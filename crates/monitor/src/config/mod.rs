@@ -42,8 +42,8 @@ use std::time::Duration;
 
 use self::checks::url_authority;
 pub use self::checks::{
-    DnsCheck, DnsMatch, DnsRecordType, ExpectedRole, HeartbeatCheck, HeartbeatSchedule, MqttCheck,
-    PostgresCheck, RedisCheck, TlsCheck,
+    DnsCheck, DnsMatch, DnsRecordType, ExpectedRole, HeartbeatCheck, HeartbeatSchedule,
+    ModelServer, ModelServerCheck, MqttCheck, PostgresCheck, RedisCheck, TlsCheck,
 };
 pub use self::secret::Secret;
 pub use self::serve::{DEFAULT_LISTEN, DEFAULT_STORE_PATH, ServerConfig, StoreConfig};
@@ -66,6 +66,9 @@ pub const KINDS: &[&str] = &[
     "mqtt",
     "heartbeat",
     "dns",
+    "tfserving",
+    "torchserve",
+    "kserve",
 ];
 
 /// A whole monitor configuration, validated.
@@ -165,6 +168,8 @@ pub enum CheckConfig {
     Heartbeat(HeartbeatCheck),
     /// `kind = "dns"` with a `[target.dns]` section.
     Dns(DnsCheck),
+    /// `kind = "tfserving"`, `"torchserve"` or `"kserve"` with the section of that name.
+    ModelServer(ModelServerCheck),
 }
 
 impl CheckConfig {
@@ -179,6 +184,7 @@ impl CheckConfig {
             CheckConfig::Mqtt(_) => "mqtt",
             CheckConfig::Heartbeat(_) => "heartbeat",
             CheckConfig::Dns(_) => "dns",
+            CheckConfig::ModelServer(m) => m.server.kind(),
         }
     }
 
@@ -203,6 +209,14 @@ impl CheckConfig {
             // Evaluated in memory: no host to spare.
             CheckConfig::Heartbeat(_) => "heartbeat".to_owned(),
             CheckConfig::Dns(d) => d.server.map_or_else(|| "dns".to_owned(), |s| s.to_string()),
+            CheckConfig::ModelServer(m) => {
+                let default = if m.url.starts_with("https://") {
+                    443
+                } else {
+                    80
+                };
+                url_authority(&m.url, m.server.kind(), default)
+            }
         }
     }
 }
@@ -232,6 +246,7 @@ impl CheckConfig {
             (CheckConfig::Redis(a), CheckConfig::Redis(b)) => a == b,
             (CheckConfig::Mqtt(a), CheckConfig::Mqtt(b)) => a == b,
             (CheckConfig::Dns(a), CheckConfig::Dns(b)) => a == b,
+            (CheckConfig::ModelServer(a), CheckConfig::ModelServer(b)) => a == b,
             (CheckConfig::Heartbeat(a), CheckConfig::Heartbeat(b)) => {
                 let schedule = match (&a.schedule, &b.schedule) {
                     (HeartbeatSchedule::Every(x), HeartbeatSchedule::Every(y)) => x == y,

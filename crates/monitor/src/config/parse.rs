@@ -45,6 +45,9 @@ pub(crate) struct RawTarget {
     pub(crate) mqtt: Option<RawMqtt>,
     pub(crate) heartbeat: Option<RawHeartbeat>,
     pub(crate) dns: Option<RawDns>,
+    pub(crate) tfserving: Option<RawModelServer>,
+    pub(crate) torchserve: Option<RawModelServer>,
+    pub(crate) kserve: Option<RawModelServer>,
 }
 
 /// `[target.thresholds]`.
@@ -120,6 +123,16 @@ pub(crate) struct RawPostgres {
     pub(crate) role: Option<String>,
     #[serde(default)]
     pub(crate) fresh_connection: bool,
+}
+
+/// `[target.tfserving]`, `[target.torchserve]`, `[target.kserve]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModelServer {
+    pub(crate) url: String,
+    pub(crate) model: String,
+    pub(crate) management_url: Option<String>,
+    pub(crate) version: Option<String>,
 }
 
 /// `[target.redis]`.

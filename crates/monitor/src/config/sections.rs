@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use rampart_resilience::{ConfigError, format_duration};
 
-use super::parse::{RawDns, RawHeartbeat, RawMqtt, RawPostgres, RawRedis, RawTls};
+use super::parse::{RawDns, RawHeartbeat, RawModelServer, RawMqtt, RawPostgres, RawRedis, RawTls};
 use super::secret::SecretSource;
 use super::validate::{MIN_INTERVAL, address_ok};
 use super::{
     CheckConfig, DnsCheck, DnsMatch, DnsRecordType, ExpectedRole, HeartbeatCheck,
-    HeartbeatSchedule, MqttCheck, PostgresCheck, RedisCheck, TargetConfig, TlsCheck,
+    HeartbeatSchedule, ModelServer, ModelServerCheck, MqttCheck, PostgresCheck, RedisCheck,
+    TargetConfig, TlsCheck,
 };
 
 pub(super) fn postgres(
@@ -83,6 +84,83 @@ pub(super) fn redis(path: &str, raw: &RawRedis, errors: &mut ConfigError) -> Opt
     check.fresh_connection = raw.fresh_connection;
     check.url = url?;
     (errors.problems.len() == before).then_some(check)
+}
+
+pub(super) fn model_server(
+    path: &str,
+    server: ModelServer,
+    raw: &RawModelServer,
+    errors: &mut ConfigError,
+) -> Option<ModelServerCheck> {
+    let before = errors.problems.len();
+    feature_gated(path, "ai", cfg!(feature = "ai"), errors, |_| {});
+    let url_ok = |key: &str, url: &str, errors: &mut ConfigError| {
+        let ok = url
+            .parse::<hyper::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !ok {
+            errors.push(
+                format!("{path}.{key}"),
+                format!("must be an absolute http:// or https:// url, got {url:?}"),
+            );
+        }
+        ok
+    };
+    let url = raw.url.trim_end_matches('/').to_owned();
+    let url_valid = url_ok("url", &url, errors);
+    if url_valid && (url.ends_with("/v1") || url.ends_with("/v2")) {
+        errors.push(
+            format!("{path}.url"),
+            "is the server's root, without /v1 or /v2 (the probe adds the API's paths)",
+        );
+    }
+    if raw.model.trim().is_empty() || raw.model.contains(['/', '?', '#', ' ']) {
+        errors.push(
+            format!("{path}.model"),
+            format!(
+                "must be a model name without '/', '?', '#' or spaces, got {:?}",
+                raw.model
+            ),
+        );
+    }
+    if raw.version.as_deref().is_some_and(|v| v.trim().is_empty()) {
+        errors.push(format!("{path}.version"), "must not be empty");
+    }
+    let management_url = match (&raw.management_url, server) {
+        (Some(m), ModelServer::TorchServe) => {
+            url_ok("management_url", m, errors);
+            Some(m.trim_end_matches('/').to_owned())
+        }
+        (Some(_), _) => {
+            errors.push(
+                format!("{path}.management_url"),
+                "only a torchserve target has a management api",
+            );
+            None
+        }
+        (None, ModelServer::TorchServe) if url_valid => Some(with_port(&url, 8081)),
+        (None, _) => None,
+    };
+    let check = ModelServerCheck {
+        server,
+        url,
+        management_url,
+        model: raw.model.clone(),
+        version: raw.version.clone(),
+    };
+    (errors.problems.len() == before).then_some(check)
+}
+
+/// `url` (a valid absolute URL without a path) with its port replaced by `port`.
+fn with_port(url: &str, port: u16) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    // An IPv6 literal keeps its brackets; a port follows the last ':' after them.
+    let host = match authority.rfind(']') {
+        Some(end) => &authority[..=end],
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    format!("{scheme}://{host}:{port}")
 }
 
 pub(super) fn mqtt(path: &str, raw: &RawMqtt, errors: &mut ConfigError) -> Option<MqttCheck> {

@@ -11,8 +11,8 @@ use regex::Regex;
 use super::parse::{RawDefaults, RawHttp, RawJsonPointer, RawStatus, RawTarget};
 use super::sections;
 use super::{
-    CheckConfig, HttpCheck, JsonPointerCheck, KINDS, StatusRange, TargetConfig, TcpCheck,
-    Thresholds,
+    CheckConfig, HttpCheck, JsonPointerCheck, KINDS, ModelServer, StatusRange, TargetConfig,
+    TcpCheck, Thresholds,
 };
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -85,6 +85,9 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
         ("mqtt", raw.mqtt.is_some()),
         ("heartbeat", raw.heartbeat.is_some()),
         ("dns", raw.dns.is_some()),
+        ("tfserving", raw.tfserving.is_some()),
+        ("torchserve", raw.torchserve.is_some()),
+        ("kserve", raw.kserve.is_some()),
     ];
     for (other, is_there) in present {
         if is_there && other != kind {
@@ -123,6 +126,18 @@ fn check(path: &str, raw: &RawTarget, errors: &mut ConfigError) -> Option<CheckC
             Some(d) => sections::dns(&format!("{path}.dns"), d, errors).map(CheckConfig::Dns),
             None => missing(path, kind, errors),
         },
+        "tfserving" | "torchserve" | "kserve" => {
+            let (server, section) = match kind {
+                "tfserving" => (ModelServer::TfServing, &raw.tfserving),
+                "torchserve" => (ModelServer::TorchServe, &raw.torchserve),
+                _ => (ModelServer::KServe, &raw.kserve),
+            };
+            match section {
+                Some(m) => sections::model_server(&format!("{path}.{kind}"), server, m, errors)
+                    .map(CheckConfig::ModelServer),
+                None => missing(path, kind, errors),
+            }
+        }
         "mqtt" => match &raw.mqtt {
             Some(m) => sections::mqtt(&format!("{path}.mqtt"), m, errors).map(CheckConfig::Mqtt),
             None => missing(path, kind, errors),

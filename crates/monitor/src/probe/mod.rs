@@ -26,6 +26,8 @@
 mod cert;
 mod dns;
 mod http;
+#[cfg(feature = "ai")]
+mod model_server;
 #[cfg(feature = "mqtt")]
 mod mqtt;
 #[cfg(feature = "postgres")]
@@ -43,6 +45,8 @@ use std::time::Duration;
 
 pub use self::dns::DnsProbe;
 pub use self::http::{BODY_CAP, HttpProbe};
+#[cfg(feature = "ai")]
+pub use self::model_server::ModelServerProbe;
 #[cfg(feature = "mqtt")]
 pub use self::mqtt::MqttProbe;
 #[cfg(feature = "postgres")]
@@ -80,6 +84,8 @@ pub fn for_check(check: &CheckConfig) -> Box<dyn Probe> {
         #[cfg(feature = "mqtt")]
         CheckConfig::Mqtt(m) => Box::new(MqttProbe::new(m.clone())),
         CheckConfig::Dns(d) => Box::new(DnsProbe::new(d.clone())),
+        #[cfg(feature = "ai")]
+        CheckConfig::ModelServer(m) => Box::new(ModelServerProbe::new(m.clone())),
         CheckConfig::Heartbeat(_) => Box::new(Unsupported(
             "a heartbeat target is evaluated by a HeartbeatProbe over the monitor's tracker"
                 .to_owned(),
@@ -320,6 +326,9 @@ pub struct Details {
     /// The answers of a DNS probe, written as [`DnsRecordType`](crate::config::DnsRecordType)
     /// says, sorted.
     pub answers: Vec<String>,
+    /// The versions a model server reported for the model, as `"VERSION STATE"` (`"1
+    /// AVAILABLE"`; a KServe model without versions shows as `"- READY"`).
+    pub model_versions: Vec<String>,
 }
 
 /// A failed step: its kind and a message for people.

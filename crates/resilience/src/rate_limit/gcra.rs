@@ -125,6 +125,14 @@ impl AtomicTat {
             });
     }
 
+    /// Replaces the TAT with `f(tat)`, atomically.
+    pub(crate) fn update(&self, f: impl Fn(u64) -> u64) {
+        // `fetch_update` with a closure that always returns `Some` cannot fail.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| Some(f(tat)));
+    }
+
     /// The TAT now.
     pub(crate) fn load(&self) -> u64 {
         self.0.load(Ordering::Relaxed)

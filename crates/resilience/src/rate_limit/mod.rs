@@ -331,6 +331,56 @@ impl RateLimiter {
         f().await.map_err(Error::Inner)
     }
 
+    /// Charges `units` more to the limiter after the fact, without asking: for a cost that was
+    /// estimated up front and turned out higher (an AI call's tokens, known from its answer).
+    /// The limiter may go into debt: later requests wait until it is paid off.
+    pub fn charge(&self, units: u32) {
+        let inner = &*self.inner;
+        let now = nanos_since(inner.base, Instant::now());
+        let increment = inner.gcra.increment(units);
+        inner
+            .tat
+            .update(|tat| tat.max(now).saturating_add(increment));
+    }
+
+    /// Gives back `units` charged earlier that were not used (an estimate that was too high). A
+    /// refund never makes more than `burst` units available.
+    pub fn refund(&self, units: u32) {
+        let increment = self.inner.gcra.increment(units);
+        self.inner.tat.update(|tat| tat.saturating_sub(increment));
+    }
+
+    /// Lowers what is available now to at most `units` (never raises it): for a server that
+    /// reports how much of its own limit is left (`x-ratelimit-remaining-*`). Capacity then
+    /// replenishes at the configured rate.
+    pub fn limit_available(&self, units: u32) {
+        let inner = &*self.inner;
+        let now = nanos_since(inner.base, Instant::now());
+        let used = inner.gcra.increment(inner.gcra.burst.saturating_sub(units));
+        inner.tat.update(|tat| tat.max(now.saturating_add(used)));
+    }
+
+    /// Admits nothing for `d`, after which capacity replenishes from empty at the configured
+    /// rate (one unit passes at `d`): for a server that said "retry after `d`" (HTTP 429
+    /// `Retry-After`) or that its limit resets in `d` with nothing left. Never shortens a pause
+    /// already in force.
+    pub fn pause_for(&self, d: Duration) {
+        let inner = &*self.inner;
+        let now = nanos_since(inner.base, Instant::now());
+        let until = now
+            .saturating_add(duration_to_nanos(d))
+            .saturating_add(inner.gcra.tolerance)
+            .saturating_sub(inner.gcra.interval);
+        inner.tat.update(|tat| tat.max(until));
+    }
+
+    /// Whole units that could pass right now.
+    pub fn available(&self) -> u32 {
+        let inner = &*self.inner;
+        let now = nanos_since(inner.base, Instant::now());
+        inner.gcra.available(inner.tat.load(), now)
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> RateLimitStats {
         let inner = &*self.inner;
