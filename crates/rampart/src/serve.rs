@@ -18,11 +18,19 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
+use rampart_monitor::alert::config::AlertingConfig;
+use rampart_monitor::alert::outbox::OutboxOptions;
+use rampart_monitor::alert::{
+    AlertEngine, AlertService, AlertStateStore, NotificationSink, Outbox, OutboxStore, TargetInfo,
+    WatchdogHandle,
+};
 use rampart_monitor::config::{ConfigError, MonitorConfig, ServerConfig, StoreConfig};
 use rampart_monitor::scheduler::Limits;
 use rampart_monitor::store::{SqliteConfig, SqliteStore, Store};
 use rampart_monitor::{Monitor, Reconfiguration};
-use rampart_server::ServerState;
+use rampart_resilience::Events;
+use rampart_resilience::registry::{Registry, ResilienceConfig};
+use rampart_server::{Alerting, ServerState};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -32,6 +40,8 @@ use crate::Failure;
 const PROBE_GRACE: Duration = Duration::from_secs(5);
 /// How long requests in flight may take to finish after SIGTERM.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
+/// How long notifications being sent may take to finish after SIGTERM.
+const ALERT_GRACE: Duration = Duration::from_secs(5);
 /// How often the retention sweep runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// How long the configuration file's directory must be quiet before a change is applied, so a
@@ -107,6 +117,7 @@ pub(crate) async fn daemon(
     let store_config = config.store.clone().unwrap_or_default();
     let text = tokio::fs::read(&file).await?;
     let table: toml::Table = std::str::from_utf8(&text)?.parse()?;
+    let started_alerting = table.get("alerting").cloned();
     let store = open_store(&store_config).await?;
     let shown = file.display().to_string();
     let state = ServerState::start(
@@ -120,6 +131,13 @@ pub(crate) async fn daemon(
     .await
     .context("cannot start the monitor")?;
     log_restored(&state.monitor());
+    let (state, alerting) = match &config.alerting {
+        Some(a) => {
+            let (alerts, running) = start_alerting(a, &state, &store).await?;
+            (state.with_alerting(alerts), Some(running))
+        }
+        None => (state, None),
+    };
     let changes = tokio::spawn(log_changes(state.clone()));
     let sweeper = tokio::spawn(sweep(Arc::clone(&store)));
 
@@ -139,6 +157,7 @@ pub(crate) async fn daemon(
         server: server_config,
         store: store_config,
         last: Some(text),
+        alerting: started_alerting,
     };
     let (changed, mut changes_seen) = tokio::sync::mpsc::channel(1);
     let watcher = watch.then(|| tokio::spawn(watch_file(file.clone(), changed)));
@@ -163,6 +182,9 @@ pub(crate) async fn daemon(
     );
     let _ = stop_http.send(());
     state.shutdown(PROBE_GRACE).await;
+    if let Some(running) = alerting {
+        running.stop(&state).await;
+    }
     if tokio::time::timeout(HTTP_GRACE, &mut http).await.is_err() {
         tracing::warn!("requests still running after {HTTP_GRACE:?}; cutting them off");
         http.abort();
@@ -176,6 +198,92 @@ pub(crate) async fn daemon(
     close_store(store).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Alerting's parts that run beside the server: the dead man's switch, and what must be
+/// stopped in order at exit.
+struct RunningAlerting {
+    _watchdog: Option<WatchdogHandle>,
+}
+
+impl RunningAlerting {
+    /// Stops evaluating, then lets the outbox finish the attempts in flight.
+    async fn stop(self, state: &ServerState) {
+        if let Some(a) = state.alerting() {
+            a.outbox.shutdown(ALERT_GRACE).await;
+        }
+    }
+}
+
+/// Starts the outbox (one worker per receiver, resuming what was queued), the alert engine
+/// (restoring its state and silences) and the dead man's switch.
+async fn start_alerting(
+    config: &AlertingConfig,
+    state: &ServerState,
+    store: &Arc<SqliteStore>,
+) -> anyhow::Result<(Alerting, RunningAlerting)> {
+    let mut resilience = ResilienceConfig::default();
+    let mut receivers = Vec::new();
+    for (name, receiver) in &config.receivers {
+        let delivery = config.delivery.get(name).cloned().unwrap_or_default();
+        delivery.register(name, &mut resilience);
+        let notifier = receiver
+            .build()
+            .with_context(|| format!("cannot set up receiver {name:?}"))?;
+        receivers.push((notifier, delivery));
+    }
+    let registry = Registry::new(resilience, Events::default());
+    let outbox = Outbox::start(
+        Arc::clone(store) as Arc<dyn OutboxStore>,
+        receivers,
+        &registry,
+        OutboxOptions::default(),
+    )
+    .await
+    .context("cannot start the notification outbox")?;
+    let outbox = Arc::new(outbox);
+    let targets: Vec<TargetInfo> = state
+        .config()
+        .targets
+        .iter()
+        .map(TargetInfo::from_config)
+        .collect();
+    let engine = AlertEngine::new(
+        config.engine.clone(),
+        &targets,
+        tokio::time::Instant::now(),
+        chrono::DateTime::<chrono::Utc>::from(SystemTime::now()),
+    );
+    let service = AlertService::start_with_store(
+        engine,
+        &state.monitor(),
+        Arc::clone(&outbox) as Arc<dyn NotificationSink>,
+        Arc::clone(store) as Arc<dyn AlertStateStore>,
+    )
+    .await
+    .context("cannot restore the alert state")?;
+    let watchdog = match &config.watchdog {
+        Some(w) => Some(
+            w.watchdog()
+                .start()
+                .context("cannot start the dead man's switch")?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        rules = config.engine.rules.len(),
+        receivers = config.receivers.len(),
+        "alerting on"
+    );
+    Ok((
+        Alerting {
+            service: Arc::new(service),
+            outbox,
+        },
+        RunningAlerting {
+            _watchdog: watchdog,
+        },
+    ))
 }
 
 async fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<SqliteStore>> {
@@ -248,6 +356,8 @@ struct Reloader {
     store: StoreConfig,
     /// The content last read (applied or refused).
     last: Option<Vec<u8>>,
+    /// `[alerting]` as the daemon started with it.
+    alerting: Option<toml::Value>,
 }
 
 impl Reloader {
@@ -290,6 +400,9 @@ impl Reloader {
         }
         if config.store.clone().unwrap_or_default() != self.store {
             tracing::warn!("[store] changed: needs a restart; ignored until then");
+        }
+        if table.get("alerting") != self.alerting.as_ref() {
+            tracing::warn!("[alerting] changed: needs a restart; ignored until then");
         }
         match state.reload(table).await {
             Ok(plan) => reloaded(&plan),

@@ -40,6 +40,7 @@
 //! # }
 //! ```
 
+mod alerts;
 mod api;
 mod error;
 mod history;
@@ -63,6 +64,7 @@ use rampart_monitor::config::MonitorConfig;
 use rampart_monitor::store::Retention;
 use rampart_telemetry::Telemetry;
 
+pub use alerts::Alerting;
 pub use error::ApiError;
 pub use writes::{ReloadError, StartError};
 
@@ -81,6 +83,7 @@ pub struct ServerState {
     pub(crate) telemetry: Telemetry,
     pub(crate) retention: Retention,
     pub(crate) writes: Option<Arc<writes::Writes>>,
+    pub(crate) alerting: Option<Arc<Alerting>>,
 }
 
 /// The running monitor, its configuration, and the definitions of the targets created through
@@ -123,6 +126,36 @@ impl ServerState {
             telemetry,
             retention,
             writes,
+            alerting: None,
+        }
+    }
+
+    /// Serves alerting's API (`/api/alerts`, `/api/silences`, `/api/notifications`) from
+    /// `alerting`; without it those routes answer 404 `not_configured`.
+    pub fn with_alerting(mut self, alerting: Alerting) -> Self {
+        self.alerting = Some(Arc::new(alerting));
+        self
+    }
+
+    /// Alerting, if configured.
+    pub fn alerting(&self) -> Option<&Alerting> {
+        self.alerting.as_deref()
+    }
+
+    /// The configuration running now: the file's targets and those created through the API.
+    pub fn config(&self) -> Arc<MonitorConfig> {
+        self.current().config
+    }
+
+    /// Tells the alert engine (if any) which targets run now.
+    pub(crate) fn sync_alert_targets(&self, config: &MonitorConfig) {
+        if let Some(a) = &self.alerting {
+            let targets: Vec<rampart_monitor::alert::TargetInfo> = config
+                .targets
+                .iter()
+                .map(rampart_monitor::alert::TargetInfo::from_config)
+                .collect();
+            a.service.set_targets(&targets);
         }
     }
 
@@ -159,7 +192,20 @@ pub fn app(state: ServerState) -> Router {
         )
         .route("/targets/{name}/results", get(history::results))
         .route("/targets/{name}/incidents", get(history::incidents))
-        .route("/heartbeat/{token}", post(api::heartbeat));
+        .route("/heartbeat/{token}", post(api::heartbeat))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{fingerprint}", get(alerts::one))
+        .route("/alerts/{fingerprint}/ack", post(alerts::ack))
+        .route(
+            "/silences",
+            get(alerts::silences).post(alerts::create_silence),
+        )
+        .route(
+            "/silences/{id}",
+            get(alerts::silence).delete(alerts::expire_silence),
+        )
+        .route("/notifications", get(alerts::notifications))
+        .route("/notifications/{id}/retry", post(alerts::retry));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -281,6 +281,7 @@ impl Writes {
             api: Arc::new(api),
         };
         *s.current.write().unwrap_or_else(PoisonError::into_inner) = current.clone();
+        s.sync_alert_targets(&current.config);
         tracing::info!(target_name = %name, "targets changed through the API");
         Ok(current)
     }
@@ -305,9 +306,11 @@ impl Writes {
             .await
             .map_err(ReloadError::Monitor)?;
         *self.base.lock().unwrap_or_else(PoisonError::into_inner) = table;
+        let config = Arc::new(config);
+        s.sync_alert_targets(&config);
         *s.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
             monitor: c.monitor,
-            config: Arc::new(config),
+            config,
             api: c.api,
         };
         drop(open);
@@ -338,6 +341,11 @@ fn invalid(e: &ConfigError) -> impl IntoResponse {
         "problems": problems,
     }});
     (StatusCode::UNPROCESSABLE_ENTITY, Json(body))
+}
+
+/// Checks the request's bearer token against the write token (for writes outside the targets).
+pub(crate) fn authorize(s: &ServerState, headers: &HeaderMap) -> Result<(), ApiError> {
+    writes(s)?.authorize(headers).map(drop)
 }
 
 fn writes(s: &ServerState) -> Result<&Writes, ApiError> {

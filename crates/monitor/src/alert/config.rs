@@ -14,6 +14,7 @@ use super::matcher::Matcher;
 use super::model::{Labels, Severity};
 use super::notify::ReceiverConfig;
 use super::notify::receiver;
+use super::outbox::{DeliveryConfig, read_delivery};
 use super::route::{
     DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT, DEFAULT_REPEAT_INTERVAL, GroupBy, Route,
 };
@@ -34,6 +35,8 @@ pub struct AlertingConfig {
     pub engine: EngineConfig,
     /// Each `[[alerting.receiver]]` by name.
     pub receivers: BTreeMap<String, ReceiverConfig>,
+    /// How the outbox delivers to each receiver (its `delivery = {...}`, or the defaults).
+    pub delivery: BTreeMap<String, DeliveryConfig>,
     /// `[alerting.watchdog]`: the dead man's switch, if configured.
     pub watchdog: Option<WatchdogConfig>,
 }
@@ -190,6 +193,7 @@ pub(crate) fn alerting(value: &toml::Value, errors: &mut ConfigError) -> Option<
     // Receivers first: routes and escalations name them. A receiver whose settings are bad
     // is still known by name, so the routes that name it are not reported too.
     let mut receivers = BTreeMap::new();
+    let mut delivery_configs = BTreeMap::new();
     let mut names = BTreeMap::new();
     for (i, r) in raw.receiver.iter().enumerate() {
         let path = format!("alerting.receiver[{i}]");
@@ -206,6 +210,13 @@ pub(crate) fn alerting(value: &toml::Value, errors: &mut ConfigError) -> Option<
                 );
             }
             if let Some(parsed) = parsed {
+                let delivery = match &parsed.delivery {
+                    Some(value) => read_delivery(&format!("{path}.delivery"), value, errors),
+                    None => Some(DeliveryConfig::default()),
+                };
+                if let Some(d) = delivery {
+                    delivery_configs.insert(name.clone(), d);
+                }
                 receivers.insert(name, parsed);
             }
         }
@@ -366,6 +377,7 @@ pub(crate) fn alerting(value: &toml::Value, errors: &mut ConfigError) -> Option<
             inhibit_by_dependency: raw.inhibit_by_dependency,
         },
         receivers,
+        delivery: delivery_configs,
         watchdog,
     })
 }

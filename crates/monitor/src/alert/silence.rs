@@ -30,6 +30,22 @@ pub struct Silence {
 }
 
 impl Silence {
+    /// A new random id (16 hex digits).
+    pub fn new_id() -> String {
+        format!("{:016x}", fastrand::u64(..))
+    }
+
+    /// `"active"`, `"pending"` (not started yet) or `"expired"` at `now`.
+    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
+        if self.is_expired(now) {
+            "expired"
+        } else if self.is_active(now) {
+            "active"
+        } else {
+            "pending"
+        }
+    }
+
     /// True if it is in force at `now`.
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.starts_at <= now && now < self.ends_at
