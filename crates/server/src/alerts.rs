@@ -170,7 +170,7 @@ pub(crate) async fn silences(State(s): State<ServerState>) -> Result<Response, A
     let a = alerting(&s)?;
     let at = now();
     let mut all = a.service.silences();
-    all.sort_by(|x, y| y.updated_at.cmp(&x.updated_at));
+    all.sort_by_key(|x| std::cmp::Reverse(x.updated_at));
     let shown: Vec<_> = all.iter().map(|x| silence_json(x, at)).collect();
     Ok(Json(json!({ "silences": shown })).into_response())
 }
