@@ -6,6 +6,7 @@
 mod backup;
 mod demo;
 mod serve;
+mod silence;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     },
     /// Load-test a target: open model (`--rate`) or closed (`--vus`), with thresholds.
     Load(Box<rampart_load::cli::LoadArgs>),
+    /// Silences through a running daemon's API: add, list, expire.
+    Silence(silence::SilenceArgs),
     /// Run the monitor daemon on a built-in configuration with demo services (no setup needed).
     Demo(demo::DemoArgs),
     /// Run the monitor daemon: probes, history store, HTTP API; stops cleanly on SIGTERM,
@@ -59,6 +62,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Silence(args) => silence::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Check { file } => {
             let text = std::fs::read_to_string(&file).unwrap_or_default();

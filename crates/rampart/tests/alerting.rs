@@ -212,6 +212,61 @@ webhook = {{ url = "http://{hook}/rampart", secret = "{SECRET}" }}
         "{silences}"
     );
 
+    // The same through the CLI, with the token from the environment.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .arg("silence")
+            .args(["--server", &format!("http://{addr}")])
+            .args(args)
+            .env("RAMPART_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let added = cli(&[
+        "add",
+        "-m",
+        "target=~api|web",
+        "--duration",
+        "30m",
+        "--author",
+        "bob",
+        "--comment",
+        "from the cli",
+    ]);
+    let id = added.split_whitespace().nth(1).unwrap().to_owned();
+    let listed = cli(&["list"]);
+    assert!(
+        listed.contains(&id) && listed.contains("from the cli"),
+        "{listed}"
+    );
+    assert!(cli(&["expire", &id]).contains("expired"));
+    assert!(
+        cli(&["list"])
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("expired"))
+    );
+    // Without the token the daemon refuses, and the CLI says so.
+    let refused = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args([
+            "silence",
+            "--server",
+            &format!("http://{addr}"),
+            "expire",
+            &id,
+        ])
+        .env_remove("RAMPART_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+
     // The outbox marks it delivered once the receiver answered.
     let until = Instant::now() + DEADLINE;
     loop {
