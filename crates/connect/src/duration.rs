@@ -1,7 +1,10 @@
 //! Validation of durations in connector configuration (read with
 //! `rampart_resilience::serde_duration`, so every Rampart config spells durations the same way).
 
-#![cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "redis", feature = "mqtt")),
+    allow(dead_code)
+)]
 
 /// Pushes a problem when `d` is under 1 ms.
 pub(crate) fn at_least_1ms(

@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | `postgres` | [`postgres`] | `PgManager` over tokio-postgres, `pg_health` (version, primary or replica, latency) |
 //! | `redis` | [`redis`] | `RedisManager` over the `redis` crate, `redis_health` (version, master or replica, memory, latency) |
+//! | `mqtt` | [`mqtt`] | `MqttClient` over `rumqttc`: reconnects with seeded full-jitter backoff, breaker on connect, resubscribes; `mqtt_health` (publish/subscribe round trip) |
 //!
 //! No feature is on by default. Connections are plain TCP: TLS (rustls) for PostgreSQL and Redis
 //! is not part of this crate yet.
@@ -43,6 +44,8 @@
 //! ```
 
 mod duration;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod redact;

@@ -1,6 +1,9 @@
 //! Secrets kept out of `Debug` output: connection strings may carry a password.
 
-#![cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "redis", feature = "mqtt")),
+    allow(dead_code)
+)]
 
 /// `url` with any password replaced by `***`: the `user:password@` part of a URL, and the value of
 /// a `password=` pair in a key-value connection string.

@@ -1,0 +1,299 @@
+#![cfg(feature = "mqtt")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The managed MQTT client against real brokers: the machine's Mosquitto on 127.0.0.1:1883 for
+//! QoS and the health check, throwaway ones from the test kit for kills and restarts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rampart_connect::mqtt::{
+    ConnectionEvent, ConnectionState, Messages, MqttClient, MqttConfig, MqttError, QoS, mqtt_health,
+};
+use rampart_testkit::require_server;
+use rampart_testkit::server::Mosquitto;
+use tokio::time::timeout;
+
+const LOCAL: &str = "mqtt://127.0.0.1:1883";
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+async fn next_message(messages: &mut Messages, within: Duration) -> rampart_connect::mqtt::Message {
+    timeout(within, messages.recv())
+        .await
+        .expect("no message in time")
+        .expect("client closed")
+}
+
+/// Waits for the first event matching `pick`, at most `within`.
+async fn wait_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
+    within: Duration,
+    mut pick: impl FnMut(&ConnectionEvent) -> Option<T>,
+) -> T {
+    timeout(within, async {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(t) = pick(&event) {
+                        return t;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("event did not come in time")
+}
+
+#[tokio::test]
+async fn publish_and_subscribe_at_every_qos() {
+    let id = unique("qos");
+    let (client, mut messages) = MqttConfig::new(LOCAL, &id).connect("mqtt").unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(client.state(), ConnectionState::Connected);
+    let base = format!("rampart-test/{id}");
+    client
+        .subscribe(format!("{base}/#"), QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    for (n, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        let topic = format!("{base}/q{n}");
+        // QoS 0 may be published before the SUBACK; the broker handles a connection's packets
+        // in order, so it is still delivered.
+        client
+            .publish(topic.clone(), qos, false, format!("m{n}"))
+            .await
+            .unwrap();
+        let message = next_message(&mut messages, Duration::from_secs(5)).await;
+        assert_eq!(message.topic, topic);
+        assert_eq!(&message.payload[..], format!("m{n}").as_bytes());
+        assert_eq!(message.qos, qos);
+    }
+    assert_eq!(client.subscriptions().len(), 1);
+    client.disconnect().await;
+}
+
+#[tokio::test]
+async fn health_check_round_trip_and_dead_broker() {
+    let health = mqtt_health(&MqttConfig::new(LOCAL, "health"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(health.topic.starts_with("rampart/health/health-health-"));
+    assert!(health.round_trip < Duration::from_secs(5));
+
+    // A port nobody listens on: refused, so no connection within the deadline.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let err = mqtt_health(
+        &MqttConfig::new(format!("mqtt://127.0.0.1:{port}"), "health"),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, MqttError::NotConnected(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn invalid_config_lists_problems() {
+    let mut config = MqttConfig::new("http://x", "");
+    config.inflight = 0;
+    let err = config.connect("mqtt.a").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("mqtt.a.url")
+            && text.contains("mqtt.a.client_id")
+            && text.contains("mqtt.a.inflight"),
+        "{text}"
+    );
+}
+
+/// The breaker on connect opens after the configured failures in a row; then no attempt is made
+/// until it lets one through.
+#[tokio::test]
+async fn breaker_opens_on_failed_connects() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut config = MqttConfig::new(format!("mqtt://127.0.0.1:{port}"), unique("breaker"));
+    config.reconnect.base_delay = Duration::from_millis(5);
+    config.reconnect.max_delay = Duration::from_millis(5);
+    config.breaker =
+        rampart_resilience::breaker::BreakerConfig::consecutive(3, Duration::from_secs(60));
+    let (client, _messages) = config.connect("mqtt").unwrap();
+    let mut events = client.events();
+    let mut failures = 0;
+    wait_event(&mut events, Duration::from_secs(10), |e| match e {
+        ConnectionEvent::Disconnected { was_connected, .. } => {
+            assert!(!was_connected);
+            failures += 1;
+            None
+        }
+        ConnectionEvent::BreakerOpen { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(failures >= 3, "{failures}");
+    assert!(client.breaker().state().rejects());
+    assert_eq!(client.state(), ConnectionState::Disconnected);
+}
+
+/// A broker killed and restarted: the client notices, backs off with its seeded delays,
+/// reconnects by itself and subscribes again, so messages flow as before.
+#[tokio::test]
+async fn reconnects_and_resubscribes_after_broker_restart() {
+    let mut broker = require_server!(Mosquitto::start().await);
+    let mut config = MqttConfig::new(broker.url(), unique("survivor"));
+    config.reconnect.base_delay = Duration::from_millis(50);
+    config.reconnect.max_delay = Duration::from_millis(200);
+    let expected = config.reconnect_delays(3);
+    let (client, mut messages) = config.connect("mqtt").unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    client
+        .subscribe("fleet/+/status", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut events = client.events();
+
+    broker.kill().await.unwrap();
+    wait_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(
+            e,
+            ConnectionEvent::Disconnected {
+                was_connected: true,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    // Delays drawn while the broker is down are exactly the configuration's.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let (retry, delay) = wait_event(&mut events, Duration::from_secs(10), |e| match e {
+            ConnectionEvent::BackingOff { retry, delay } => Some((*retry, *delay)),
+            _ => None,
+        })
+        .await;
+        assert_eq!(retry as usize, seen.len());
+        seen.push(delay);
+    }
+    assert_eq!(seen, expected);
+
+    broker.restart().await.unwrap();
+    let resubscribed = wait_event(&mut events, Duration::from_secs(10), |e| match e {
+        ConnectionEvent::Connected { resubscribed, .. } => Some(*resubscribed),
+        _ => None,
+    })
+    .await;
+    assert_eq!(resubscribed, 1);
+
+    let (other, _) = MqttConfig::new(broker.url(), unique("publisher"))
+        .connect("mqtt")
+        .unwrap();
+    other.wait_connected(Duration::from_secs(5)).await.unwrap();
+    other
+        .publish("fleet/d1/status", QoS::AtLeastOnce, false, "up")
+        .await
+        .unwrap();
+    let message = next_message(&mut messages, Duration::from_secs(5)).await;
+    assert_eq!(message.topic, "fleet/d1/status");
+    assert_eq!(&message.payload[..], b"up");
+    other.disconnect().await;
+    client.disconnect().await;
+}
+
+/// 300 clients lose their broker at once. Each reports the first delay it drew: they equal the
+/// configuration's seeded delays and are spread over `[0, base_delay]` (no 100 ms bucket holds
+/// more than 10 % of the fleet, where a uniform spread puts 5 %). After the restart every client
+/// reconnects and subscribes again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_reconnects_spread_out_after_restart() {
+    const CLIENTS: usize = 300;
+    let mut broker = require_server!(Mosquitto::start().await);
+    let mut configs = Vec::new();
+    let mut clients: Vec<(MqttClient, Messages)> = Vec::new();
+    for i in 0..CLIENTS {
+        let mut config = MqttConfig::new(broker.url(), format!("fleet-{i}"));
+        config.reconnect.base_delay = Duration::from_secs(2);
+        config.reconnect.max_delay = Duration::from_secs(2);
+        config.breaker.consecutive_failures = 1000;
+        clients.push(config.connect("mqtt").unwrap());
+        configs.push(config);
+    }
+    for (client, _) in &clients {
+        client
+            .wait_connected(Duration::from_secs(20))
+            .await
+            .unwrap();
+        client
+            .subscribe("fleet/all", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let mut events: Vec<_> = clients.iter().map(|(c, _)| c.events()).collect();
+    broker.kill().await.unwrap();
+
+    let mut firsts = HashMap::new();
+    for (i, ev) in events.iter_mut().enumerate() {
+        let delay = wait_event(ev, Duration::from_secs(20), |e| match e {
+            ConnectionEvent::BackingOff { retry: 0, delay } => Some(*delay),
+            _ => None,
+        })
+        .await;
+        assert_eq!(delay, configs[i].reconnect_delays(1)[0]);
+        firsts.insert(i, delay);
+    }
+    let mut buckets = [0usize; 20];
+    for d in firsts.values() {
+        buckets[(d.as_millis() / 100).min(19) as usize] += 1;
+    }
+    let max = buckets.iter().max().copied().unwrap();
+    assert!(
+        max * 10 <= CLIENTS,
+        "a 100 ms bucket holds {max}: {buckets:?}"
+    );
+
+    broker.restart().await.unwrap();
+    for (i, (client, _)) in clients.iter().enumerate() {
+        client
+            .wait_connected(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+    }
+    // Every client subscribed again: one message reaches them all.
+    let (publisher, _) = MqttConfig::new(broker.url(), unique("announcer"))
+        .connect("mqtt")
+        .unwrap();
+    publisher
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The resubscriptions are queued on CONNACK; publish until the last client has one.
+    let mut got = vec![false; CLIENTS];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.iter().any(|g| !g) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all clients resubscribed"
+        );
+        publisher
+            .publish("fleet/all", QoS::AtMostOnce, false, "hello")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (i, (_, messages)) in clients.iter_mut().enumerate() {
+            while let Some(m) = messages.try_recv() {
+                assert_eq!(m.topic, "fleet/all");
+                got[i] = true;
+            }
+        }
+    }
+}
