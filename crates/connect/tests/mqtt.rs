@@ -297,3 +297,111 @@ async fn a_fleet_reconnects_spread_out_after_restart() {
         }
     }
 }
+
+/// Waits until `check` holds, polling every 20 ms, at most `within`.
+async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// 300 simulated devices, each its own connection with a last will, announce themselves; 20 of
+/// them die without a DISCONNECT and their wills mark them offline at once (the heartbeat
+/// interval is a minute, so nothing else could). Then the broker restarts: the registry's client
+/// reconnects and subscribes again, the surviving devices announce again and are online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_tracks_a_fleet_with_last_wills() {
+    use rampart_connect::mqtt::LastWillConfig;
+    use rampart_connect::mqtt::registry::{DeviceState, RegistryConfig, RegistryHandle};
+
+    const DEVICES: usize = 300;
+    const KILLED: usize = 20;
+    let mut broker = require_server!(Mosquitto::start().await);
+    let mut config = RegistryConfig::new("devices/{group}/{id}/status");
+    config.heartbeat_interval = Duration::from_secs(60);
+    let (client, messages) = MqttConfig::new(broker.url(), "registry")
+        .connect("mqtt")
+        .unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let registry = RegistryHandle::spawn(config.build("registry").unwrap(), client, messages)
+        .await
+        .unwrap();
+
+    let topic = |i: usize| format!("devices/g{}/d{i:03}/status", i % 3);
+    let mut devices = Vec::new();
+    for i in 0..DEVICES {
+        let mut c = MqttConfig::new(broker.url(), format!("device-{i}"));
+        c.reconnect.base_delay = Duration::from_millis(200);
+        c.last_will = Some(LastWillConfig {
+            topic: topic(i),
+            payload: "offline".into(),
+            qos: 1,
+            retain: false,
+        });
+        devices.push(c.connect("mqtt").unwrap().0);
+    }
+    // Announce (again, until the registry has heard every device: its SUBACK may come late).
+    let announce = async |devices: &[MqttClient], registry: &RegistryHandle, expected: usize| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            for (i, d) in devices.iter().enumerate() {
+                if d.wait_connected(Duration::from_secs(30)).await.is_ok()
+                    && registry
+                        .device(&topic(i))
+                        .is_none_or(|info| info.state != DeviceState::Online)
+                {
+                    d.publish(topic(i), QoS::AtLeastOnce, false, "online")
+                        .await
+                        .unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if registry.summary(None).online == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                registry.summary(None)
+            );
+        }
+    };
+    announce(&devices, &registry, DEVICES).await;
+    let s = registry.summary(Some("group"));
+    assert_eq!((s.total, s.online, s.groups.len()), (DEVICES, DEVICES, 3));
+    assert_eq!(s.groups["g0"].total, 100);
+
+    // Kill 20 connections: dropped clients close their sockets without a DISCONNECT.
+    let killed: Vec<MqttClient> = devices.drain(DEVICES - KILLED..).collect();
+    drop(killed);
+    eventually("last wills", Duration::from_secs(20), || {
+        registry.summary(None).offline == KILLED
+    })
+    .await;
+    let offline = registry.devices_in(DeviceState::Offline);
+    let mut expected: Vec<String> = (DEVICES - KILLED..DEVICES).map(topic).collect();
+    expected.sort();
+    assert_eq!(offline, expected);
+    assert_eq!(registry.summary(None).online, DEVICES - KILLED);
+
+    // Broker restart: everybody reconnects by themselves; survivors announce again.
+    broker.restart().await.unwrap();
+    registry
+        .client()
+        .unwrap()
+        .wait_connected(Duration::from_secs(30))
+        .await
+        .unwrap();
+    // While the broker was away nobody went offline: the interval is a minute.
+    assert_eq!(registry.summary(None).offline, KILLED);
+    announce(&devices, &registry, DEVICES - KILLED).await;
+    let s = registry.summary(Some("group"));
+    assert_eq!((s.online, s.offline), (DEVICES - KILLED, KILLED));
+    let per_device = registry.approx_bytes() / s.total;
+    assert!(per_device < 300, "{per_device} bytes per device");
+}

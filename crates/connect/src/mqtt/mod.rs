@@ -46,6 +46,7 @@
 mod client;
 mod config;
 mod health;
+pub mod registry;
 
 pub use client::{ConnectionEvent, ConnectionState, Message, Messages, MqttClient};
 pub use config::{LastWillConfig, MqttConfig, ReconnectConfig};
