@@ -1,0 +1,264 @@
+//! N simulated devices, each with its own MQTT connection to a throwaway Mosquitto, heartbeat
+//! every interval; one registry client (`rampart_connect::mqtt::registry`) tracks them all on a
+//! thread of its own. Reports, per fleet size: heartbeats processed per second, the registry
+//! thread's CPU per heartbeat and as a share of one core, and bytes per device (heap measured
+//! with a counting allocator, and the registry's own estimate). Also a reconnect storm: after a
+//! broker restart, the peak of connects per 100 ms with the client's jittered backoff.
+//!
+//! ```sh
+//! ulimit -n 65536   # 10,000 devices need ~10,000 descriptors here and at the broker
+//! cargo run --release -p rampart-bench --example mqtt_fleet -- 1000 10000
+//! ```
+//! Environment: `INTERVAL_SECS` (default 10), `WINDOW_SECS` (measurement, default 20).
+//! Writes `<target>/rampart-bench/mqtt_fleet.json`.
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rampart_connect::mqtt::registry::{RegistryConfig, RegistryHandle};
+use rampart_connect::mqtt::{ConnectionEvent, MqttClient, MqttConfig, QoS};
+use rampart_testkit::server::Mosquitto;
+use tokio::time::Instant;
+
+#[global_allocator]
+static ALLOC: rampart_bench::CountingAlloc = rampart_bench::CountingAlloc;
+
+fn env_secs(name: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// Nanoseconds this thread has run on a CPU (`/proc/thread-self/schedstat`).
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    Duration::from_nanos(
+        text.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+fn topic(i: usize) -> String {
+    format!("devices/group-{}/device-{i:05}/status", i % 10)
+}
+
+/// Heap bytes per device of a registry holding `n` devices, measured.
+fn measured_bytes_per_device(n: usize) -> (f64, f64) {
+    let config = RegistryConfig::new("devices/{group}/{id}/status");
+    let before = rampart_bench::live_bytes();
+    let mut registry = config.build("registry").unwrap();
+    let now = Instant::now();
+    for i in 0..n {
+        registry.observe(&topic(i), b"up", now);
+    }
+    let measured = (rampart_bench::live_bytes() - before) as f64 / n as f64;
+    let estimate = registry.approx_bytes() as f64 / n as f64;
+    (measured, estimate)
+}
+
+/// Heartbeats until `until`: device i at offset i/n of each interval.
+async fn heartbeat(devices: &[MqttClient], interval: Duration, until: Instant) {
+    let n = devices.len();
+    let start = Instant::now();
+    let mut k: u64 = 0;
+    loop {
+        let at = start + interval.mul_f64(k as f64 / n as f64);
+        if at >= until {
+            return;
+        }
+        tokio::time::sleep_until(at).await;
+        let i = (k as usize) % n;
+        let _ = devices[i].try_publish(topic(i), QoS::AtMostOnce, false, "up");
+        k += 1;
+    }
+}
+
+struct Figures {
+    devices: usize,
+    heartbeats_per_sec: f64,
+    expected_per_sec: f64,
+    cpu_ns_per_heartbeat: f64,
+    core_share_percent: f64,
+    bytes_measured: f64,
+    bytes_estimate: f64,
+    storm_peak_per_100ms: usize,
+    storm_spread_secs: f64,
+}
+
+async fn run(n: usize, interval: Duration, window: Duration) -> Figures {
+    let mut broker = Mosquitto::start().await.expect("mosquitto");
+    let url = broker.url();
+
+    // The registry on a thread (and runtime) of its own, so its CPU time is its own.
+    let (start_tx, start_rx) = std::sync::mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<(u64, Duration, usize)>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let registry_url = url.clone();
+    let registry_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (client, messages) = MqttConfig::new(registry_url, "registry")
+                .connect("mqtt")
+                .unwrap();
+            client.wait_connected(Duration::from_secs(10)).await.unwrap();
+            let mut config = RegistryConfig::new("devices/{group}/{id}/status");
+            config.heartbeat_interval = interval;
+            let registry = RegistryHandle::spawn(config.build("r").unwrap(), client, messages)
+                .await
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            // Wait (while serving) for the start signal.
+            let wait = |rx: std::sync::mpsc::Receiver<()>| async move {
+                loop {
+                    if rx.try_recv().is_ok() {
+                        return rx;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            let _ = wait(start_rx).await;
+            let hb0 = registry.summary(None).heartbeats;
+            let cpu0 = thread_cpu();
+            let _ = wait(stop_rx).await;
+            let hb1 = registry.summary(None).heartbeats;
+            let cpu1 = thread_cpu();
+            let online = registry.summary(None).online;
+            out_tx.send((hb1 - hb0, cpu1 - cpu0, online)).unwrap();
+        });
+    });
+    ready_rx.await.unwrap();
+
+    let mut devices: Vec<MqttClient> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = MqttConfig::new(url.clone(), format!("device-{i}"));
+        c.keep_alive = Duration::from_secs(60);
+        c.reconnect.base_delay = Duration::from_secs(2);
+        c.reconnect.max_delay = Duration::from_secs(5);
+        c.breaker.consecutive_failures = 1000;
+        devices.push(c.connect("mqtt").unwrap().0);
+    }
+    for d in &devices {
+        d.wait_connected(Duration::from_secs(120)).await.unwrap();
+    }
+    eprintln!("{n} devices connected");
+
+    // Warm-up: one interval, so every device is known.
+    heartbeat(&devices, interval, Instant::now() + interval).await;
+    start_tx.send(()).unwrap();
+    let t0 = Instant::now();
+    heartbeat(&devices, interval, t0 + window).await;
+    let wall = t0.elapsed();
+    stop_tx.send(()).unwrap();
+    let (heartbeats, cpu, online) = out_rx.recv().unwrap();
+    registry_thread.join().unwrap();
+    eprintln!("{online} of {n} online at the end");
+
+    // Reconnect storm: restart the broker, record when each device connects again.
+    let mut events: Vec<_> = devices.iter().map(|d| d.events()).collect();
+    broker.restart().await.unwrap();
+    let restarted = Instant::now();
+    let mut times = Vec::with_capacity(n);
+    for ev in &mut events {
+        let deadline = restarted + Duration::from_secs(120);
+        loop {
+            match tokio::time::timeout_at(deadline, ev.recv()).await {
+                Ok(Ok(ConnectionEvent::Connected { .. })) => {
+                    times.push(restarted.elapsed());
+                    break;
+                }
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                _ => break,
+            }
+        }
+    }
+    let mut buckets = std::collections::HashMap::<u128, usize>::new();
+    for t in &times {
+        *buckets.entry(t.as_millis() / 100).or_default() += 1;
+    }
+    let peak = buckets.values().copied().max().unwrap_or(0);
+    let spread = times.iter().max().copied().unwrap_or_default().as_secs_f64();
+    drop(devices);
+
+    let (bytes_measured, bytes_estimate) = measured_bytes_per_device(n);
+    Figures {
+        devices: n,
+        heartbeats_per_sec: heartbeats as f64 / wall.as_secs_f64(),
+        expected_per_sec: n as f64 / interval.as_secs_f64(),
+        cpu_ns_per_heartbeat: cpu.as_nanos() as f64 / heartbeats.max(1) as f64,
+        core_share_percent: cpu.as_secs_f64() * 100.0 / wall.as_secs_f64(),
+        bytes_measured,
+        bytes_estimate,
+        storm_peak_per_100ms: peak,
+        storm_spread_secs: spread,
+    }
+}
+
+fn out_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
+    target.join("rampart-bench")
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() { vec![1000] } else { sizes };
+    let interval = env_secs("INTERVAL_SECS", 10);
+    let window = env_secs("WINDOW_SECS", 20);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    println!(
+        "| devices | heartbeats/s (expected) | registry CPU ns/heartbeat | share of a core | bytes/device measured (estimate) | reconnect storm: peak per 100 ms, spread |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for n in sizes {
+        let f = rt.block_on(run(n, interval, window));
+        println!(
+            "| {} | {:.0} ({:.0}) | {:.0} | {:.2}% | {:.0} ({:.0}) | {}, {:.1} s |",
+            f.devices,
+            f.heartbeats_per_sec,
+            f.expected_per_sec,
+            f.cpu_ns_per_heartbeat,
+            f.core_share_percent,
+            f.bytes_measured,
+            f.bytes_estimate,
+            f.storm_peak_per_100ms,
+            f.storm_spread_secs
+        );
+        for (case, value, unit) in [
+            ("heartbeats_per_sec", f.heartbeats_per_sec, "1/s"),
+            ("cpu_per_heartbeat", f.cpu_ns_per_heartbeat, "ns"),
+            ("core_share", f.core_share_percent, "%"),
+            ("bytes_per_device", f.bytes_measured, "bytes"),
+            ("storm_peak_per_100ms", f.storm_peak_per_100ms as f64, "connects"),
+        ] {
+            rows.push(format!(
+                "{{\"case\": \"{case}@{}\", \"rampart\": {value:.3}, \"peer\": null, \"peer_value\": null, \"unit\": \"{unit}\", \"ratio\": null}}",
+                f.devices
+            ));
+        }
+    }
+    let dir = out_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("mqtt_fleet.json"),
+        format!("{{\"bench\": \"mqtt_fleet\", \"rows\": [{}]}}\n", rows.join(", ")),
+    )
+    .unwrap();
+}
