@@ -89,6 +89,56 @@ struct Figures {
     bytes_estimate: f64,
     storm_peak_per_100ms: usize,
     storm_spread_secs: f64,
+    immediate_peak: usize,
+    immediate_spread: f64,
+}
+
+/// `n` fresh clients with reconnect backoff `base_delay` (full jitter, ceiling doubling to 5 s)
+/// lose the broker to a restart; returns the peak of reconnects in any 100 ms and the time until
+/// the last one, from the moment the broker was killed.
+async fn storm(broker: &mut Mosquitto, n: usize, base_delay: Duration) -> (usize, f64) {
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = MqttConfig::new(broker.url(), format!("storm-{i}"));
+        c.reconnect.base_delay = base_delay;
+        c.reconnect.max_delay = Duration::from_secs(5).max(base_delay);
+        c.breaker.consecutive_failures = 100_000;
+        clients.push(c.connect("mqtt").unwrap().0);
+    }
+    for c in &clients {
+        c.wait_connected(Duration::from_secs(120)).await.unwrap();
+    }
+    let killed = Instant::now();
+    let mut waiters = tokio::task::JoinSet::new();
+    for c in &clients {
+        let mut events = c.events();
+        waiters.spawn(async move {
+            let mut lost = false;
+            loop {
+                match events.recv().await {
+                    Ok(ConnectionEvent::Disconnected { .. }) => lost = true,
+                    Ok(ConnectionEvent::Connected { .. }) if lost => return Some(killed.elapsed()),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return None,
+                }
+            }
+        });
+    }
+    broker.restart().await.unwrap();
+    let mut times = Vec::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, waiters.join_next()).await {
+        if let Ok(Some(t)) = joined {
+            times.push(t);
+        }
+    }
+    let mut buckets = std::collections::HashMap::<u128, usize>::new();
+    for t in &times {
+        *buckets.entry(t.as_millis() / 100).or_default() += 1;
+    }
+    let peak = buckets.values().copied().max().unwrap_or(0);
+    let spread = times.iter().max().copied().unwrap_or_default().as_secs_f64();
+    (peak, spread)
 }
 
 async fn run(n: usize, interval: Duration, window: Duration) -> Figures {
@@ -96,8 +146,8 @@ async fn run(n: usize, interval: Duration, window: Duration) -> Figures {
     let url = broker.url();
 
     // The registry on a thread (and runtime) of its own, so its CPU time is its own.
-    let (start_tx, start_rx) = std::sync::mpsc::channel::<()>();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (out_tx, out_rx) = std::sync::mpsc::channel::<(u64, Duration, usize)>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let registry_url = url.clone();
@@ -117,19 +167,10 @@ async fn run(n: usize, interval: Duration, window: Duration) -> Figures {
                 .await
                 .unwrap();
             ready_tx.send(()).unwrap();
-            // Wait (while serving) for the start signal.
-            let wait = |rx: std::sync::mpsc::Receiver<()>| async move {
-                loop {
-                    if rx.try_recv().is_ok() {
-                        return rx;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            };
-            let _ = wait(start_rx).await;
+            let _ = start_rx.await;
             let hb0 = registry.summary(None).heartbeats;
             let cpu0 = thread_cpu();
-            let _ = wait(stop_rx).await;
+            let _ = stop_rx.await;
             let hb1 = registry.summary(None).heartbeats;
             let cpu1 = thread_cpu();
             let online = registry.summary(None).online;
@@ -163,31 +204,10 @@ async fn run(n: usize, interval: Duration, window: Duration) -> Figures {
     registry_thread.join().unwrap();
     eprintln!("{online} of {n} online at the end");
 
-    // Reconnect storm: restart the broker, record when each device connects again.
-    let mut events: Vec<_> = devices.iter().map(|d| d.events()).collect();
-    broker.restart().await.unwrap();
-    let restarted = Instant::now();
-    let mut times = Vec::with_capacity(n);
-    for ev in &mut events {
-        let deadline = restarted + Duration::from_secs(120);
-        loop {
-            match tokio::time::timeout_at(deadline, ev.recv()).await {
-                Ok(Ok(ConnectionEvent::Connected { .. })) => {
-                    times.push(restarted.elapsed());
-                    break;
-                }
-                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-                _ => break,
-            }
-        }
-    }
-    let mut buckets = std::collections::HashMap::<u128, usize>::new();
-    for t in &times {
-        *buckets.entry(t.as_millis() / 100).or_default() += 1;
-    }
-    let peak = buckets.values().copied().max().unwrap_or(0);
-    let spread = times.iter().max().copied().unwrap_or_default().as_secs_f64();
     drop(devices);
+    let (storm_peak_per_100ms, storm_spread_secs) =
+        storm(&mut broker, n, Duration::from_secs(2)).await;
+    let (immediate_peak, immediate_spread) = storm(&mut broker, n, Duration::from_millis(1)).await;
 
     let (bytes_measured, bytes_estimate) = measured_bytes_per_device(n);
     Figures {
@@ -198,8 +218,10 @@ async fn run(n: usize, interval: Duration, window: Duration) -> Figures {
         core_share_percent: cpu.as_secs_f64() * 100.0 / wall.as_secs_f64(),
         bytes_measured,
         bytes_estimate,
-        storm_peak_per_100ms: peak,
-        storm_spread_secs: spread,
+        storm_peak_per_100ms,
+        storm_spread_secs,
+        immediate_peak,
+        immediate_spread,
     }
 }
 
@@ -224,13 +246,13 @@ fn main() {
         .unwrap();
     let mut rows = Vec::new();
     println!(
-        "| devices | heartbeats/s (expected) | registry CPU ns/heartbeat | share of a core | bytes/device measured (estimate) | reconnect storm: peak per 100 ms, spread |"
+        "| devices | heartbeats/s (expected) | registry CPU ns/heartbeat | share of a core | bytes/device measured (estimate) | restart storm, jittered backoff: peak connects per 100 ms, last after | immediate reconnect: peak, last after |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for n in sizes {
         let f = rt.block_on(run(n, interval, window));
         println!(
-            "| {} | {:.0} ({:.0}) | {:.0} | {:.2}% | {:.0} ({:.0}) | {}, {:.1} s |",
+            "| {} | {:.0} ({:.0}) | {:.0} | {:.2}% | {:.0} ({:.0}) | {}, {:.1} s | {}, {:.1} s |",
             f.devices,
             f.heartbeats_per_sec,
             f.expected_per_sec,
@@ -239,20 +261,28 @@ fn main() {
             f.bytes_measured,
             f.bytes_estimate,
             f.storm_peak_per_100ms,
-            f.storm_spread_secs
+            f.storm_spread_secs,
+            f.immediate_peak,
+            f.immediate_spread
         );
         for (case, value, unit) in [
             ("heartbeats_per_sec", f.heartbeats_per_sec, "1/s"),
             ("cpu_per_heartbeat", f.cpu_ns_per_heartbeat, "ns"),
             ("core_share", f.core_share_percent, "%"),
             ("bytes_per_device", f.bytes_measured, "bytes"),
-            ("storm_peak_per_100ms", f.storm_peak_per_100ms as f64, "connects"),
         ] {
             rows.push(format!(
                 "{{\"case\": \"{case}@{}\", \"rampart\": {value:.3}, \"peer\": null, \"peer_value\": null, \"unit\": \"{unit}\", \"ratio\": null}}",
                 f.devices
             ));
         }
+        rows.push(format!(
+            "{{\"case\": \"storm_peak_per_100ms@{}\", \"rampart\": {}, \"peer\": \"immediate reconnect\", \"peer_value\": {}, \"unit\": \"connects\", \"ratio\": {:.3}}}",
+            f.devices,
+            f.storm_peak_per_100ms,
+            f.immediate_peak,
+            f.immediate_peak as f64 / f.storm_peak_per_100ms.max(1) as f64
+        ));
     }
     let dir = out_dir();
     std::fs::create_dir_all(&dir).unwrap();
