@@ -139,7 +139,12 @@ async fn storm(broker: &mut Mosquitto, n: usize, base_delay: Duration) -> (usize
         *buckets.entry(t.as_millis() / 100).or_default() += 1;
     }
     let peak = buckets.values().copied().max().unwrap_or(0);
-    let spread = times.iter().max().copied().unwrap_or_default().as_secs_f64();
+    let spread = times
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or_default()
+        .as_secs_f64();
     (peak, spread)
 }
 
@@ -162,7 +167,10 @@ async fn run(n: usize, interval: Duration, window: Duration, bytes: (f64, f64)) 
             let (client, messages) = MqttConfig::new(registry_url, "registry")
                 .connect("mqtt")
                 .unwrap();
-            client.wait_connected(Duration::from_secs(10)).await.unwrap();
+            client
+                .wait_connected(Duration::from_secs(10))
+                .await
+                .unwrap();
             let mut config = RegistryConfig::new("devices/{group}/{id}/status");
             config.heartbeat_interval = interval;
             let registry = RegistryHandle::spawn(config.build("r").unwrap(), client, messages)
@@ -252,7 +260,10 @@ fn main() {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     // Measured first, while no other thread allocates or frees.
-    let bytes: Vec<(f64, f64)> = sizes.iter().map(|&n| measured_bytes_per_device(n)).collect();
+    let bytes: Vec<(f64, f64)> = sizes
+        .iter()
+        .map(|&n| measured_bytes_per_device(n))
+        .collect();
     for (n, bytes) in sizes.into_iter().zip(bytes) {
         let f = rt.block_on(run(n, interval, window, bytes));
         println!(
@@ -292,7 +303,10 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("mqtt_fleet.json"),
-        format!("{{\"bench\": \"mqtt_fleet\", \"rows\": [{}]}}\n", rows.join(", ")),
+        format!(
+            "{{\"bench\": \"mqtt_fleet\", \"rows\": [{}]}}\n",
+            rows.join(", ")
+        ),
     )
     .unwrap();
 }

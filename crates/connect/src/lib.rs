@@ -59,3 +59,8 @@ pub mod redis;
 #[cfg(all(doctest, feature = "postgres", feature = "redis"))]
 #[doc = include_str!("../../../docs/connectors.md")]
 struct ConnectorsGuide;
+
+/// The IoT guide, `docs/iot.md`: its examples compile (and the pure ones run) as doc tests.
+#[cfg(all(doctest, feature = "mqtt", feature = "coap"))]
+#[doc = include_str!("../../../docs/iot.md")]
+struct IotGuide;
