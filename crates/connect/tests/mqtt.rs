@@ -405,3 +405,160 @@ async fn registry_tracks_a_fleet_with_last_wills() {
     let per_device = registry.approx_bytes() / s.total;
     assert!(per_device < 300, "{per_device} bytes per device");
 }
+
+/// A Mosquitto with a TLS listener on a free port, its certificate issued by a CA of the test's
+/// own; killed when dropped.
+struct TlsBroker {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// DER as PEM (rcgen's `pem` feature is off in the workspace).
+fn pem(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn tls_broker() -> Option<TlsBroker> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    let dir = tempfile::TempDir::with_prefix("rampart-mqtts-").unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Rampart Test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), pem("CERTIFICATE", ca.der())).unwrap();
+    std::fs::write(
+        dir.path().join("server.pem"),
+        pem("CERTIFICATE", cert.der()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("server.key"),
+        pem("PRIVATE KEY", &key.serialize_der()),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\ncertfile {}\nkeyfile {}\n",
+            dir.path().join("server.pem").display(),
+            dir.path().join("server.key").display()
+        ),
+    )
+    .unwrap();
+    let child = match std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(
+                std::env::var_os("RAMPART_REQUIRE_SERVERS").is_none(),
+                "mosquitto missing: {e}"
+            );
+            return None;
+        }
+    };
+    Some(TlsBroker { child, port, dir })
+}
+
+/// `mqtts://` with the test CA as `ca_file`: connects and round-trips a message over TLS. Without
+/// the CA (Mozilla roots only) the certificate is refused and the client never connects.
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let Some(broker) = tls_broker() else {
+        return;
+    };
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let mut config = MqttConfig::new(url.clone(), unique("tls"));
+    config.ca_file = Some(broker.dir.path().join("ca.pem"));
+    config.reconnect.base_delay = Duration::from_millis(50);
+    config.reconnect.max_delay = Duration::from_millis(100);
+    let (client, mut messages) = config.connect("mqtt").unwrap();
+    // The broker may still be starting: the client retries by itself.
+    client
+        .wait_connected(Duration::from_secs(20))
+        .await
+        .unwrap();
+    client
+        .subscribe("secure/t", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .publish("secure/t", QoS::AtLeastOnce, false, "sealed")
+        .await
+        .unwrap();
+    let message = next_message(&mut messages, Duration::from_secs(5)).await;
+    assert_eq!(&message.payload[..], b"sealed");
+    let health = mqtt_health(&config, Duration::from_secs(5)).await.unwrap();
+    assert!(health.round_trip < Duration::from_secs(5));
+    client.disconnect().await;
+
+    let mut untrusting = MqttConfig::new(url, unique("tls-untrusting"));
+    untrusting.reconnect.base_delay = Duration::from_millis(50);
+    let (client, _) = untrusting.connect("mqtt").unwrap();
+    let mut events = client.events();
+    let error = wait_event(&mut events, Duration::from_secs(10), |e| match e {
+        ConnectionEvent::Disconnected {
+            error,
+            was_connected: false,
+        } => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        error.to_lowercase().contains("tls") || error.contains("certificate"),
+        "{error}"
+    );
+    assert_ne!(client.state(), ConnectionState::Connected);
+
+    let mut plain_with_ca = MqttConfig::new("mqtt://localhost:1883", "x");
+    plain_with_ca.ca_file = Some(broker.dir.path().join("ca.pem"));
+    let err = plain_with_ca.connect("mqtt.p").unwrap_err().to_string();
+    assert!(err.contains("mqtt.p.ca_file"), "{err}");
+}

@@ -26,8 +26,14 @@ use crate::duration::at_least_1ms;
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// The broker: `mqtt://host:port` (port 1883 when left out). Required.
+    /// The broker: `mqtt://host:port` (port 1883 when left out), or `mqtts://host:port` for TLS
+    /// (port 8883 when left out; rustls, the server's certificate checked against `ca_file` or,
+    /// without it, the Mozilla roots). Required.
     pub url: String,
+    /// PEM file with the certificate authorities trusted for `mqtts://` (instead of the Mozilla
+    /// roots). Only with `mqtts://`.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// The client id; the broker keeps a persistent session under it. Required; 1 to 128
     /// characters, no spaces or control characters.
     pub client_id: String,
@@ -148,6 +154,7 @@ impl std::fmt::Debug for MqttConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttConfig")
             .field("url", &crate::redact::redact(&self.url))
+            .field("ca_file", &self.ca_file)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
@@ -210,13 +217,19 @@ mod defaults {
 pub(super) struct Address {
     pub(super) host: String,
     pub(super) port: u16,
+    pub(super) tls: bool,
 }
 
 pub(super) fn parse_url(url: &str) -> Result<Address, String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| "must start with mqtt:// (TLS is not supported yet)".to_owned())?;
+    let (rest, tls) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (rest, true)
+    } else {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| "must start with mqtt:// or mqtts://".to_owned())?;
+        (rest, false)
+    };
     let rest = rest.trim_end_matches('/');
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     if rest.contains('/') {
@@ -229,7 +242,7 @@ pub(super) fn parse_url(url: &str) -> Result<Address, String> {
                 .map_err(|_| format!("has a bad port {port:?}"))?;
             (host, port)
         }
-        _ => (rest, 1883),
+        _ => (rest, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_matches(['[', ']']);
     if host.is_empty() {
@@ -238,7 +251,32 @@ pub(super) fn parse_url(url: &str) -> Result<Address, String> {
     Ok(Address {
         host: host.to_owned(),
         port,
+        tls,
     })
+}
+
+/// The trusted roots: the certificates of `ca_file`, or the Mozilla roots.
+fn load_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let Some(file) = ca_file else {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        return Ok(roots);
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| format!("cannot read certificates from {}: {e}", file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", file.display()));
+    }
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("bad certificate in {}: {e}", file.display()))?;
+    }
+    Ok(roots)
 }
 
 /// QoS from its number.
@@ -263,6 +301,7 @@ impl MqttConfig {
     pub fn new(url: impl Into<String>, client_id: impl Into<String>) -> Self {
         MqttConfig {
             url: url.into(),
+            ca_file: None,
             client_id: client_id.into(),
             username: None,
             password: None,
@@ -303,8 +342,20 @@ impl MqttConfig {
 
     /// Records every problem of this configuration under `path` (such as `mqtt.fleet`).
     pub fn validate(&self, path: &str, errors: &mut ConfigError) {
-        if let Err(problem) = parse_url(&self.url) {
-            errors.push(format!("{path}.url"), problem);
+        match parse_url(&self.url) {
+            Err(problem) => errors.push(format!("{path}.url"), problem),
+            Ok(address) => {
+                if let Some(file) = &self.ca_file {
+                    if !address.tls {
+                        errors.push(
+                            format!("{path}.ca_file"),
+                            "needs an mqtts:// url".to_owned(),
+                        );
+                    } else if let Err(problem) = load_roots(Some(file)) {
+                        errors.push(format!("{path}.ca_file"), problem);
+                    }
+                }
+            }
         }
         if self.client_id.is_empty()
             || self.client_id.chars().count() > 128
@@ -408,8 +459,29 @@ impl MqttConfig {
             errors.push("url".to_owned(), problem);
             errors
         })?;
+        let tls = address.tls;
         let mut options =
             rumqttc::MqttOptions::new(self.client_id.clone(), address.host, address.port);
+        if tls {
+            let roots = load_roots(self.ca_file.as_deref()).map_err(|problem| {
+                let mut errors = ConfigError::new(None);
+                errors.push("ca_file".to_owned(), problem);
+                errors
+            })?;
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let client = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| {
+                    let mut errors = ConfigError::new(None);
+                    errors.push("url".to_owned(), format!("tls: {e}"));
+                    errors
+                })?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(client)),
+            ));
+        }
         options.set_keep_alive(self.keep_alive);
         options.set_clean_session(self.clean_session);
         options.set_inflight(self.inflight);
@@ -439,7 +511,8 @@ mod tests {
             parse_url("mqtt://127.0.0.1:1884"),
             Ok(Address {
                 host: "127.0.0.1".into(),
-                port: 1884
+                port: 1884,
+                tls: false,
             })
         );
         assert_eq!(parse_url("mqtt://broker").map(|a| a.port), Ok(1883));
@@ -447,7 +520,11 @@ mod tests {
             parse_url("mqtt://[::1]:1885").map(|a| a.host),
             Ok("::1".to_owned())
         );
-        assert!(parse_url("mqtts://broker").is_err());
+        assert_eq!(
+            parse_url("mqtts://broker").map(|a| (a.port, a.tls)),
+            Ok((8883, true))
+        );
+        assert!(parse_url("ws://broker").is_err());
         assert!(parse_url("mqtt://broker:x").is_err());
         assert!(parse_url("mqtt://:1883").is_err());
     }

@@ -24,7 +24,9 @@
 //! Incoming messages arrive on the [`Messages`] returned with the client, in order, through a
 //! bounded queue: when nobody reads them the connection stops reading from the broker.
 //!
-//! Plain TCP only (`mqtt://host:port`): TLS is not part of this slice.
+//! Plain TCP (`mqtt://host:port`) or TLS (`mqtts://host:port`, rustls with the ring provider; the
+//! server's certificate is checked against [`MqttConfig::ca_file`] or the Mozilla roots). Client
+//! certificates are not supported yet.
 //!
 //! ```no_run
 //! use std::time::Duration;
