@@ -11,7 +11,8 @@
 //!
 //! [`CoapClient::get`] follows Block2: when the server answers with the first block of a larger
 //! representation, the client asks for the next blocks and returns the whole body (at most
-//! `max_body` bytes). Requests with bodies larger than one datagram (Block1) are not supported.
+//! `max_body` bytes). [`CoapClient::put`] and [`CoapClient::post`] send bodies larger than
+//! `block_size` in Block1 blocks.
 //!
 //! ```no_run
 //! use rampart_connect::coap::{CoapClient, CoapConfig};
@@ -488,24 +489,62 @@ impl CoapClient {
         }
     }
 
-    /// PUT `payload` (one datagram) to `path`.
+    /// PUT `payload` to `path` (in Block1 blocks when larger than `block_size`).
     ///
     /// # Errors
     /// See [`CoapError`].
     pub async fn put(&self, path: &str, payload: Vec<u8>) -> Result<CoapResponse, CoapError> {
-        let mut packet = self.request(RequestType::Put, path);
-        packet.payload = payload;
-        CoapResponse::from_packet(&self.exchange(packet).await?)
+        self.send_body(RequestType::Put, path, payload).await
     }
 
-    /// POST `payload` (one datagram) to `path`.
+    /// POST `payload` to `path` (in Block1 blocks when larger than `block_size`).
     ///
     /// # Errors
     /// See [`CoapError`].
     pub async fn post(&self, path: &str, payload: Vec<u8>) -> Result<CoapResponse, CoapError> {
-        let mut packet = self.request(RequestType::Post, path);
-        packet.payload = payload;
-        CoapResponse::from_packet(&self.exchange(packet).await?)
+        self.send_body(RequestType::Post, path, payload).await
+    }
+
+    /// Sends `payload` in one message, or in Block1 blocks of `block_size` when it is larger
+    /// (RFC 7959 §2.5): each block waits for 2.31 Continue; a server asking for smaller blocks
+    /// is followed. Returns the response to the last block, or the first that is not 2.31.
+    async fn send_body(
+        &self,
+        method: RequestType,
+        path: &str,
+        payload: Vec<u8>,
+    ) -> Result<CoapResponse, CoapError> {
+        let mut szx = (self.shared.config.block_size.trailing_zeros() - 4) as u8;
+        if payload.len() <= usize::from(self.shared.config.block_size) {
+            let mut packet = self.request(method, path);
+            packet.payload = payload;
+            return CoapResponse::from_packet(&self.exchange(packet).await?);
+        }
+        let mut offset = 0usize;
+        loop {
+            let size = 16usize << szx;
+            let num = (offset / size) as u64;
+            let end = (offset + size).min(payload.len());
+            let more = end < payload.len();
+            let mut packet = self.request(method, path);
+            packet.add_option(
+                CoapOption::Block1,
+                encode_uint((num << 4) | (u64::from(more) << 3) | u64::from(szx)),
+            );
+            packet.payload = payload[offset..end].to_vec();
+            let reply = self.exchange(packet).await?;
+            let response = CoapResponse::from_packet(&reply)?;
+            if !more || response.kind != ResponseType::Continue {
+                return Ok(response);
+            }
+            offset = end;
+            if let Some(v) = reply.get_first_option(CoapOption::Block1) {
+                let server_szx = (uint(v) & 0x7) as u8;
+                if server_szx < szx {
+                    szx = server_szx;
+                }
+            }
+        }
     }
 
     /// DELETE `path`.

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `postgres` | [`postgres`] | `PgManager` over tokio-postgres, `pg_health` (version, primary or replica, latency) |
 //! | `redis` | [`redis`] | `RedisManager` over the `redis` crate, `redis_health` (version, master or replica, memory, latency) |
-//! | `coap` | [`coap`] | `CoapClient` over `coap-lite` and tokio UDP: RFC 7252 retransmission, Block2, observe, ping |
+//! | `coap` | [`coap`] | `CoapClient` over `coap-lite` and tokio UDP: RFC 7252 retransmission, Block2/Block1, observe, ping |
 //! | `mqtt` | [`mqtt`] | `MqttClient` over `rumqttc`: reconnects with seeded full-jitter backoff, breaker on connect, resubscribes; `mqtt_health` (publish/subscribe round trip) |
 //!
 //! No feature is on by default. Connections are plain TCP: TLS (rustls) for PostgreSQL and Redis

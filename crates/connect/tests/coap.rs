@@ -95,13 +95,19 @@ async fn get_put_post_and_block_wise() {
     assert_eq!(root.code, "2.05");
     assert!(String::from_utf8_lossy(&root.payload).contains("libcoap"));
 
-    // 900 bytes fit one datagram up, and come back in 64-byte blocks (15 of them).
+    // 900 bytes go up in Block1 blocks and come back in 64-byte Block2 blocks (15 of them).
     let body: Vec<u8> = (0..900u32).map(|i| b'a' + (i % 26) as u8).collect();
     let put = client.put("/example_data", body.clone()).await.unwrap();
     assert!(put.is_success(), "{put:?}");
     let got = client.get("/example_data").await.unwrap();
     assert_eq!(got.code, "2.05");
     assert_eq!(got.payload, body);
+
+    // 3000 bytes go up in Block1 blocks of 64 and come back whole through Block2.
+    let large: Vec<u8> = (0..3000u32).map(|i| b'A' + (i % 23) as u8).collect();
+    let put = client.put("/example_data", large.clone()).await.unwrap();
+    assert!(put.is_success(), "{put:?}");
+    assert_eq!(client.get("/example_data").await.unwrap().payload, large);
 
     let missing = client.get("/no/such/thing").await.unwrap();
     assert_eq!(missing.code, "4.04");
