@@ -300,7 +300,13 @@ struct Routes {
     responses: HashMap<Vec<u8>, oneshot::Sender<Packet>>,
     /// Observations: notifications with a token.
     observers: HashMap<Vec<u8>, mpsc::Sender<Packet>>,
+    /// Message ids of the last confirmable messages acknowledged, so a retransmitted duplicate
+    /// (our ACK was lost) is acknowledged again rather than reset (RFC 7252 §4.5).
+    acknowledged: std::collections::VecDeque<u16>,
 }
+
+/// How many acknowledged message ids are remembered for duplicate detection.
+const REMEMBERED_ACKS: usize = 64;
 
 struct Shared {
     socket: UdpSocket,
@@ -717,15 +723,29 @@ async fn receive(shared: Arc<Shared>) {
                 let mid = packet.header.message_id;
                 let delivered = {
                     let mut routes = shared.routes();
-                    if let Some(waiter) = routes.responses.remove(&token) {
-                        waiter.send(packet).is_ok()
-                    } else if let Some(observer) = routes.observers.get(&token) {
-                        // A full queue drops the notification; the observation goes on.
-                        let _ = observer.try_send(packet);
-                        true
-                    } else {
-                        false
+                    let delivered =
+                        if kind == MessageType::Confirmable && routes.acknowledged.contains(&mid) {
+                            // A duplicate: acknowledged again, not delivered twice.
+                            true
+                        } else if let Some(waiter) = routes.responses.remove(&token) {
+                            waiter.send(packet).is_ok()
+                        } else if let Some(observer) = routes.observers.get(&token) {
+                            // A full queue drops the notification; the observation goes on.
+                            let _ = observer.try_send(packet);
+                            true
+                        } else {
+                            false
+                        };
+                    if delivered
+                        && kind == MessageType::Confirmable
+                        && !routes.acknowledged.contains(&mid)
+                    {
+                        if routes.acknowledged.len() == REMEMBERED_ACKS {
+                            routes.acknowledged.pop_front();
+                        }
+                        routes.acknowledged.push_back(mid);
                     }
+                    delivered
                 };
                 if kind == MessageType::Confirmable {
                     let mut reply = Packet::new();

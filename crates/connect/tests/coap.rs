@@ -220,3 +220,48 @@ async fn retransmissions_repeat_the_message() {
     // Nothing more was sent.
     assert!(silent.try_recv(&mut buf).is_err());
 }
+
+/// A separate response (empty ACK first, then the response as a confirmable message) is
+/// acknowledged; when the server repeats it because our ACK was lost, the duplicate is
+/// acknowledged again, not reset.
+#[tokio::test]
+async fn separate_response_and_its_duplicate_are_acknowledged() {
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("coap://{}", server.local_addr().unwrap());
+    // Kept alive past the request: the duplicate comes after it is answered.
+    let client = std::sync::Arc::new(CoapClient::connect(&fast(&url), "coap").await.unwrap());
+    let requester = client.clone();
+    let request = tokio::spawn(async move { requester.get("/slow").await });
+    let mut buf = [0u8; 1500];
+    let (n, peer) = timeout(Duration::from_secs(5), server.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n >= 4);
+    let tkl = usize::from(buf[0] & 0x0f);
+    let token = buf[4..4 + tkl].to_vec();
+    // Empty ACK for the request.
+    server
+        .send_to(&[0x60, 0x00, buf[2], buf[3]], peer)
+        .await
+        .unwrap();
+    // The response, confirmable, message id 0x1234, sent twice.
+    let mut response = vec![0x40 | tkl as u8, 0x45, 0x12, 0x34];
+    response.extend_from_slice(&token);
+    response.extend_from_slice(&[0xff, b'h', b'i']);
+    for _ in 0..2 {
+        server.send_to(&response, peer).await.unwrap();
+        let n = timeout(Duration::from_secs(5), server.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(buf[0] >> 4 & 0x3, 2, "an ACK, not a reset: {:?}", &buf[..4]);
+        assert_eq!(&buf[2..4], &[0x12, 0x34]);
+    }
+    let answer = request.await.unwrap().unwrap();
+    assert_eq!(
+        (answer.code.as_str(), answer.payload.as_slice()),
+        ("2.05", &b"hi"[..])
+    );
+}
