@@ -562,3 +562,61 @@ async fn tls_with_a_private_ca() {
     let err = plain_with_ca.connect("mqtt.p").unwrap_err().to_string();
     assert!(err.contains("mqtt.p.ca_file"), "{err}");
 }
+
+/// A persistent session (`clean_session = false`): the broker keeps the subscription and queues
+/// QoS 1 messages while the client is away; the next connection resumes the session
+/// (`session_present`) and receives them without subscribing again.
+#[tokio::test]
+async fn persistent_session_keeps_messages_while_away() {
+    let id = unique("persistent");
+    let topic = format!("rampart-test/{id}/queued");
+    let mut config = MqttConfig::new(LOCAL, &id);
+    config.clean_session = false;
+    let (client, _) = config.connect("mqtt").unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    client
+        .subscribe(topic.clone(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // SUBSCRIBE goes out before the DISCONNECT below: requests leave in order.
+    let (publisher, _) = MqttConfig::new(LOCAL, unique("pub"))
+        .connect("mqtt")
+        .unwrap();
+    publisher
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .unwrap();
+    client.disconnect().await;
+
+    publisher
+        .publish(topic.clone(), QoS::AtLeastOnce, false, "while away")
+        .await
+        .unwrap();
+
+    let (again, mut messages) = config.connect("mqtt").unwrap();
+    let mut events = again.events();
+    let (session_present, resubscribed) =
+        wait_event(&mut events, Duration::from_secs(5), |e| match e {
+            ConnectionEvent::Connected {
+                session_present,
+                resubscribed,
+            } => Some((*session_present, *resubscribed)),
+            _ => None,
+        })
+        .await;
+    assert!(session_present);
+    assert_eq!(resubscribed, 0);
+    let message = next_message(&mut messages, Duration::from_secs(5)).await;
+    assert_eq!(
+        (message.topic.as_str(), &message.payload[..]),
+        (topic.as_str(), &b"while away"[..])
+    );
+    // Clean up the session at the broker.
+    again.disconnect().await;
+    let mut clean = config.clone();
+    clean.clean_session = true;
+    let (c, _) = clean.connect("mqtt").unwrap();
+    c.wait_connected(Duration::from_secs(5)).await.unwrap();
+    c.disconnect().await;
+    publisher.disconnect().await;
+}
