@@ -361,6 +361,8 @@ impl Drop for RouteGuard<'_> {
 /// notification is answered with a reset, which ends it at the server.
 pub struct Observation {
     rx: mpsc::Receiver<Packet>,
+    /// The newest Observe value delivered and when it arrived.
+    last: Option<(u32, Instant)>,
     token: Vec<u8>,
     shared: Arc<Shared>,
     /// The first response (the resource's state when the observation began).
@@ -376,15 +378,33 @@ impl std::fmt::Debug for Observation {
 }
 
 impl Observation {
-    /// The next notification; `None` when the client is gone.
+    /// The next notification; `None` when the client is gone. A notification older than the
+    /// newest one seen (it was overtaken in the network) is skipped, as RFC 7641 §3.4 says.
     pub async fn next(&mut self) -> Option<CoapResponse> {
         loop {
             let packet = self.rx.recv().await?;
-            if let Ok(response) = CoapResponse::from_packet(&packet) {
-                return Some(response);
+            let Ok(response) = CoapResponse::from_packet(&packet) else {
+                continue;
+            };
+            let now = Instant::now();
+            if let (Some(seq), Some((last, at))) = (response.observe, self.last)
+                && !fresher(last, at, seq, now)
+            {
+                continue;
             }
+            if let Some(seq) = response.observe {
+                self.last = Some((seq, now));
+            }
+            return Some(response);
         }
     }
+}
+
+/// Whether a notification with Observe value `v2` arriving at `t2` is newer than the one with
+/// `v1` that arrived at `t1` (RFC 7641 §3.4: 24-bit serial arithmetic, or 128 s later).
+fn fresher(v1: u32, t1: Instant, v2: u32, t2: Instant) -> bool {
+    const HALF: u32 = 1 << 23;
+    (v1 < v2 && v2 - v1 < HALF) || (v1 > v2 && v1 - v2 > HALF) || t2 > t1 + Duration::from_secs(128)
 }
 
 impl Drop for Observation {
@@ -575,7 +595,8 @@ impl CoapClient {
         let token = packet.get_token().to_vec();
         let (tx, rx) = mpsc::channel(64);
         self.shared.routes().observers.insert(token.clone(), tx);
-        let observation = |first| Observation {
+        let observation = |first: CoapResponse| Observation {
+            last: first.observe.map(|seq| (seq, Instant::now())),
             rx,
             token: token.clone(),
             shared: self.shared.clone(),
@@ -800,6 +821,19 @@ mod tests {
         assert_eq!(encode_uint(0), Vec::<u8>::new());
         assert_eq!(encode_uint(0x1234), vec![0x12, 0x34]);
         assert_eq!(uint(&[0x12, 0x34]), 0x1234);
+    }
+
+    #[test]
+    fn notification_order() {
+        let t = Instant::now();
+        assert!(fresher(5, t, 6, t));
+        assert!(!fresher(6, t, 5, t));
+        assert!(!fresher(6, t, 6, t));
+        // Wrapped around the 24-bit space.
+        assert!(fresher((1 << 24) - 2, t, 1, t));
+        assert!(!fresher(1, t, (1 << 24) - 2, t));
+        // Anything after 128 s counts as newer.
+        assert!(fresher(6, t, 5, t + Duration::from_secs(129)));
     }
 
     /// RFC 7252's defaults: ACK_TIMEOUT 2 s, factor 1.5, MAX_RETRANSMIT 4 give up after 62 s at
