@@ -2,7 +2,13 @@
 //! `rampart_resilience::serde_duration`, so every Rampart config spells durations the same way).
 
 #![cfg_attr(
-    not(any(feature = "postgres", feature = "redis", feature = "ai")),
+    not(any(
+        feature = "postgres",
+        feature = "redis",
+        feature = "ai",
+        feature = "mqtt",
+        feature = "coap"
+    )),
     allow(dead_code)
 )]
 

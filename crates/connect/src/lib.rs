@@ -6,6 +6,8 @@
 //! | `postgres` | [`postgres`] | `PgManager` over tokio-postgres, `pg_health` (version, primary or replica, latency) |
 //! | `redis` | [`redis`] | `RedisManager` over the `redis` crate, `redis_health` (version, master or replica, memory, latency) |
 //! | `ai` | [`ai`] | `OpenAiClient` (chat, streaming, embeddings) with requests/tokens-per-minute limits, `ModelRouter` (breaker, retry, fallback), model server health (TF Serving, TorchServe, KServe v2) |
+//! | `coap` | [`coap`] | `CoapClient` over `coap-lite` and tokio UDP: RFC 7252 retransmission, Block2/Block1, observe, ping |
+//! | `mqtt` | [`mqtt`] | `MqttClient` over `rumqttc`: reconnects with seeded full-jitter backoff, breaker on connect, resubscribes; `mqtt_health` (publish/subscribe round trip) |
 //!
 //! No feature is on by default. Connections are plain TCP: TLS (rustls) for PostgreSQL and Redis
 //! is not part of this crate yet; the `ai` client speaks HTTPS with rustls (webpki roots). The
@@ -46,7 +48,11 @@
 
 #[cfg(feature = "ai")]
 pub mod ai;
+#[cfg(feature = "coap")]
+pub mod coap;
 mod duration;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod redact;
@@ -62,3 +68,7 @@ struct ConnectorsGuide;
 #[cfg(all(doctest, feature = "ai"))]
 #[doc = include_str!("../../../docs/ai.md")]
 struct AiGuide;
+/// The IoT guide, `docs/iot.md`: its examples compile (and the pure ones run) as doc tests.
+#[cfg(all(doctest, feature = "mqtt", feature = "coap"))]
+#[doc = include_str!("../../../docs/iot.md")]
+struct IotGuide;

@@ -1,7 +1,12 @@
 //! Secrets kept out of `Debug` output: connection strings may carry a password.
 
 #![cfg_attr(
-    not(any(feature = "postgres", feature = "redis", feature = "ai")),
+    not(any(
+        feature = "postgres",
+        feature = "redis",
+        feature = "ai",
+        feature = "mqtt"
+    )),
     allow(dead_code)
 )]
 
