@@ -40,10 +40,16 @@
 //! # }
 //! ```
 
+// The OpenAPI document is one `json!` literal.
+#![recursion_limit = "512"]
+
 mod api;
 mod error;
 mod history;
 mod metrics;
+mod openapi;
+mod probes;
+mod selfcheck;
 mod time;
 mod writes;
 
@@ -64,6 +70,9 @@ use rampart_monitor::store::Retention;
 use rampart_telemetry::Telemetry;
 
 pub use error::ApiError;
+pub use openapi::openapi;
+pub use probes::{PROBE_OPERATION, record_probes};
+pub use selfcheck::{DB_CHECK_TIMEOUT, DB_SLOW};
 pub use writes::StartError;
 
 /// The largest request body accepted (64 KiB); larger ones get 413.
@@ -80,6 +89,8 @@ pub struct ServerState {
     pub(crate) telemetry: Telemetry,
     pub(crate) retention: Retention,
     pub(crate) writes: Option<Arc<writes::Writes>>,
+    pub(crate) breakers: selfcheck::Breakers,
+    pub(crate) pools: selfcheck::Pools,
 }
 
 /// The running monitor, its configuration, and the definitions of the targets created through
@@ -122,7 +133,36 @@ impl ServerState {
             telemetry,
             retention,
             writes,
+            breakers: selfcheck::Breakers::new(rampart_resilience::Registry::default()),
+            pools: selfcheck::Pools::default(),
         }
+    }
+
+    /// Reports the circuit breakers of `registry` at `GET /api/circuit-breakers/health` (by
+    /// default an empty registry of the server's own).
+    #[must_use]
+    pub fn with_resilience(mut self, registry: rampart_resilience::Registry) -> Self {
+        self.breakers = selfcheck::Breakers::new(registry);
+        self
+    }
+
+    /// The registry whose circuit breakers `GET /api/circuit-breakers/health` reports; the
+    /// daemon's parts that call out (notification receivers) take their breakers from it.
+    pub fn resilience(&self) -> &rampart_resilience::Registry {
+        &self.breakers.registry
+    }
+
+    /// Adds a connection pool the daemon owns to `GET /api/database/health`: `stats` is called
+    /// on each request (`|| pool.stats()` for a [`rampart_pool::Pool`]).
+    #[must_use]
+    pub fn with_pool(
+        mut self,
+        stats: impl Fn() -> rampart_pool::PoolStats + Send + Sync + 'static,
+    ) -> Self {
+        let mut pools: Vec<selfcheck::PoolSource> = self.pools.0.iter().cloned().collect();
+        pools.push(Arc::new(stats));
+        self.pools = selfcheck::Pools(Arc::new(pools));
+        self
     }
 
     pub(crate) fn current(&self) -> Current {
@@ -157,7 +197,10 @@ pub fn app(state: ServerState) -> Router {
         )
         .route("/targets/{name}/results", get(history::results))
         .route("/targets/{name}/incidents", get(history::incidents))
-        .route("/heartbeat/{token}", post(api::heartbeat));
+        .route("/heartbeat/{token}", post(api::heartbeat))
+        .route("/openapi.json", get(openapi::document))
+        .route("/database/health", get(selfcheck::database))
+        .route("/circuit-breakers/health", get(selfcheck::circuit_breakers));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -276,7 +276,9 @@ impl Store for SqliteStore {
             let (one, version, pages, page_size) = self
                 .read(|conn, path| {
                     let read_err = |e| StoreError::read(path, e);
-                    let one: i64 = conn.query_row("SELECT 1", [], |r| r.get(0)).map_err(read_err)?;
+                    let one: i64 = conn
+                        .query_row("SELECT 1", [], |r| r.get(0))
+                        .map_err(read_err)?;
                     let version: u32 = conn
                         .query_row("PRAGMA user_version", [], |r| r.get(0))
                         .map_err(read_err)?;
