@@ -91,6 +91,7 @@ async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
     log_restored(&state.monitor());
     let changes = tokio::spawn(log_changes(state.clone()));
     let sweeper = tokio::spawn(sweep(Arc::clone(&store)));
+    let probes = rampart_server::record_probes(state.clone());
 
     let listener = bind(&server_config).await?;
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -120,7 +121,7 @@ async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
         tracing::warn!("requests still running after {HTTP_GRACE:?}; cutting them off");
         http.abort();
     }
-    for task in [changes, sweeper] {
+    for task in [changes, sweeper, probes] {
         task.abort();
         // An aborted task lets go of what it holds (the store) only once it has been polled.
         let _ = task.await;
