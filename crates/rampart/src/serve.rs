@@ -95,13 +95,19 @@ async fn daemon(config: MonitorConfig, file: PathBuf) -> anyhow::Result<()> {
 
     let listener = bind(&server_config).await?;
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut http = tokio::spawn(rampart_server::serve(
-        listener,
-        rampart_server::app(state.clone()),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let stopped = async move {
+        let _ = stopped.await;
+    };
+    let app = rampart_server::app(state.clone());
+    let mut http = match &server_config.tls {
+        Some(tls) => {
+            let acceptor = rampart_server::tls_acceptor(tls)
+                .with_context(|| format!("cannot serve HTTPS with {}", tls.cert.display()))?;
+            tracing::info!(cert = %tls.cert.display(), "serving HTTPS");
+            tokio::spawn(rampart_server::serve_tls(listener, acceptor, app, stopped))
+        }
+        None => tokio::spawn(rampart_server::serve(listener, app, stopped)),
+    };
 
     let signal = tokio::select! {
         _ = term.recv() => "SIGTERM",

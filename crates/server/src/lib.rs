@@ -51,6 +51,7 @@ mod openapi;
 mod probes;
 mod selfcheck;
 mod time;
+mod tls;
 mod writes;
 
 use std::collections::BTreeMap;
@@ -73,6 +74,7 @@ pub use error::ApiError;
 pub use openapi::openapi;
 pub use probes::{PROBE_OPERATION, record_probes};
 pub use selfcheck::{DB_CHECK_TIMEOUT, DB_SLOW};
+pub use tls::{HANDSHAKE_TIMEOUT, TlsError, serve_tls, tls_acceptor};
 pub use writes::StartError;
 
 /// The largest request body accepted (64 KiB); larger ones get 413.
