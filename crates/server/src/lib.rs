@@ -15,9 +15,14 @@
 //! | `GET /api/targets/{name}/results?from&to&step` | raw results or rollups |
 //! | `GET /api/targets/{name}/incidents` | incidents, oldest first |
 //! | `POST /api/heartbeat/{token}` | records a heartbeat |
+//! | `GET /api/openapi.json` | the OpenAPI 3 document of these routes ([`openapi`]) |
+//! | `GET /api/database/health` | the history store and the daemon's pools; 503 when unhealthy |
+//! | `GET /api/circuit-breakers/health` | the breakers of [`ServerState::resilience`]; 503 when all are open |
 //!
 //! Errors are JSON, `{"error": {"code": "...", "message": "..."}}`. Bodies are limited to
-//! [`MAX_BODY`] and each request to [`REQUEST_TIMEOUT`]. The guide is `docs/monitor.md`.
+//! [`MAX_BODY`] and each request to [`REQUEST_TIMEOUT`]. [`serve_tls`] serves the same router
+//! over HTTPS; [`record_probes`] records every probe result as the telemetry operation
+//! [`PROBE_OPERATION`] (label `target`). The guide is `docs/monitor.md`.
 //!
 //! ```
 //! use std::sync::Arc;
