@@ -40,11 +40,14 @@ impl std::fmt::Debug for Pools {
     }
 }
 
+/// Each breaker's last change of state: from, to, when.
+type Transitions = HashMap<String, (BreakerState, BreakerState, SystemTime)>;
+
 /// The breakers' registry and when each breaker last changed state.
 #[derive(Clone)]
 pub(crate) struct Breakers {
     pub(crate) registry: Registry,
-    transitions: Arc<Mutex<HashMap<String, (BreakerState, BreakerState, SystemTime)>>>,
+    transitions: Arc<Mutex<Transitions>>,
     _subscription: Arc<Subscription>,
 }
 
@@ -59,7 +62,7 @@ impl std::fmt::Debug for Breakers {
 impl Breakers {
     /// Follows `registry`'s state changes from now on.
     pub(crate) fn new(registry: Registry) -> Self {
-        let transitions: Arc<Mutex<HashMap<_, _>>> = Arc::default();
+        let transitions: Arc<Mutex<Transitions>> = Arc::default();
         let seen = Arc::clone(&transitions);
         let subscription = registry.events().subscribe(move |e: &Event| {
             if let Event::BreakerStateChanged { name, from, to } = e {
