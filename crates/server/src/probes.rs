@@ -15,7 +15,7 @@ use crate::ServerState;
 /// The operation name probes are recorded under.
 pub const PROBE_OPERATION: &str = "probe";
 
-/// How often a finished monitor is checked for having been replaced.
+/// How often the monitor is checked for having been replaced.
 const REPLACED_CHECK: Duration = Duration::from_millis(200);
 
 /// Records every probe result of the monitor `state` runs (following it as writes and reloads
@@ -23,11 +23,24 @@ const REPLACED_CHECK: Duration = Duration::from_millis(200);
 pub fn record_probes(state: ServerState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ops: HashMap<String, Operation> = HashMap::new();
+        let mut check = tokio::time::interval(REPLACED_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let monitor = state.monitor();
             let mut results = monitor.subscribe_results();
             loop {
-                match results.recv().await {
+                let received = tokio::select! {
+                    r = results.recv() => r,
+                    _ = check.tick() => {
+                        // A write or a reload replaced the monitor: follow the new one. (The old
+                        // one's channel closes only once every handle to it is gone.)
+                        if Arc::ptr_eq(&state.monitor(), &monitor) {
+                            continue;
+                        }
+                        break;
+                    }
+                };
+                match received {
                     Ok(report) => {
                         let op = ops.entry(report.target.clone()).or_insert_with(|| {
                             state.telemetry.operation_with(
@@ -45,12 +58,14 @@ pub fn record_probes(state: ServerState) -> tokio::task::JoinHandle<()> {
                     Err(RecvError::Lagged(n)) => {
                         tracing::debug!(missed = n, "probe metrics fell behind");
                     }
-                    Err(RecvError::Closed) => break,
+                    // That monitor is gone; wait for the next check to pick its successor.
+                    Err(RecvError::Closed) => {
+                        while Arc::ptr_eq(&state.monitor(), &monitor) {
+                            check.tick().await;
+                        }
+                        break;
+                    }
                 }
-            }
-            // That monitor stopped; wait for the one that replaces it (or for the abort).
-            while Arc::ptr_eq(&state.monitor(), &monitor) {
-                tokio::time::sleep(REPLACED_CHECK).await;
             }
         }
     })

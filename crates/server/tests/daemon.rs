@@ -262,3 +262,53 @@ async fn metrics_have_a_probe_operation_per_target() {
     assert!(body.contains(r#"operation="probe",target="up""#), "{body}");
     recorder.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_metrics_follow_a_monitor_replaced_by_a_write() {
+    use rampart_monitor::config::Secret;
+    let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("h.db"), SqliteConfig::default())
+        .await
+        .unwrap();
+    let state = ServerState::start(
+        toml::Table::new(),
+        None,
+        Arc::new(store) as Arc<dyn Store>,
+        Limits::default(),
+        Some(&Secret::new("token-0123456789")),
+        rampart_telemetry::Telemetry::new(),
+    )
+    .await
+    .unwrap();
+    let recorder = record_probes(state.clone());
+    let addr = listen(state.clone()).await;
+    let body = format!(
+        r#"{{"name":"added","kind":"tcp","interval":"1s","timeout":"1s","tcp":{{"address":"{up_addr}"}}}}"#
+    );
+    let (status, answer) = common::request_with(
+        addr,
+        "POST",
+        "/api/targets",
+        "Authorization: Bearer token-0123456789\r\nContent-Type: application/json\r\n",
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let series = r#"rampart_operation_requests_total{operation="probe",target="added"}"#;
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let (_, text) = request(addr, "GET", "/metrics", b"").await;
+            if text.contains(series) {
+                return;
+            }
+            // The new monitor's first probe is due within its interval (1 s).
+            let mut results = state.monitor().subscribe_results();
+            let _ = tokio::time::timeout(Duration::from_secs(2), results.recv()).await;
+        }
+    })
+    .await
+    .expect("the added target's probes appear in /metrics");
+    recorder.abort();
+}
