@@ -61,8 +61,11 @@ async fn schemathesis_finds_nothing() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, app(state), std::future::pending()));
 
+    // st keeps caches (.schemathesis, .hypothesis) in its working directory: a throwaway one.
+    let work = dir.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("st")
+            .current_dir(work)
             .args(["run", &format!("http://{addr}/api/openapi.json")])
             .args(["--checks", "all", "--max-examples", "10", "--seed", "1"])
             // Requests valid by the schema may still be refused on meaning, which JSON Schema
