@@ -133,23 +133,32 @@ pub(crate) async fn daemon(
     log_restored(&state.monitor());
     let (state, alerting) = match &config.alerting {
         Some(a) => {
-            let (alerts, running) = start_alerting(a, &state, &store).await?;
-            (state.with_alerting(alerts), Some(running))
+            let (alerts, registry, running) = start_alerting(a, &state, &store).await?;
+            // The receivers' breakers show at /api/circuit-breakers/health.
+            let state = state.with_resilience(registry).with_alerting(alerts);
+            (state, Some(running))
         }
         None => (state, None),
     };
     let changes = tokio::spawn(log_changes(state.clone()));
     let sweeper = tokio::spawn(sweep(Arc::clone(&store)));
+    let probes = rampart_server::record_probes(state.clone());
 
     let listener = bind(&server_config).await?;
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut http = tokio::spawn(rampart_server::serve(
-        listener,
-        rampart_server::app(state.clone()),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let stopped = async move {
+        let _ = stopped.await;
+    };
+    let app = rampart_server::app(state.clone());
+    let mut http = match &server_config.tls {
+        Some(tls) => {
+            let acceptor = rampart_server::tls_acceptor(tls)
+                .with_context(|| format!("cannot serve HTTPS with {}", tls.cert.display()))?;
+            tracing::info!(cert = %tls.cert.display(), "serving HTTPS");
+            tokio::spawn(rampart_server::serve_tls(listener, acceptor, app, stopped))
+        }
+        None => tokio::spawn(rampart_server::serve(listener, app, stopped)),
+    };
 
     let mut reloader = Reloader {
         file: file.clone(),
@@ -189,7 +198,7 @@ pub(crate) async fn daemon(
         tracing::warn!("requests still running after {HTTP_GRACE:?}; cutting them off");
         http.abort();
     }
-    for task in [changes, sweeper] {
+    for task in [changes, sweeper, probes] {
         task.abort();
         // An aborted task lets go of what it holds (the store) only once it has been polled.
         let _ = task.await;
@@ -221,7 +230,7 @@ async fn start_alerting(
     config: &AlertingConfig,
     state: &ServerState,
     store: &Arc<SqliteStore>,
-) -> anyhow::Result<(Alerting, RunningAlerting)> {
+) -> anyhow::Result<(Alerting, Registry, RunningAlerting)> {
     let mut resilience = ResilienceConfig::default();
     let mut receivers = Vec::new();
     for (name, receiver) in &config.receivers {
@@ -280,6 +289,7 @@ async fn start_alerting(
             service: Arc::new(service),
             outbox,
         },
+        registry,
         RunningAlerting {
             _watchdog: watchdog,
         },

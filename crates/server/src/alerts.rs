@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +21,9 @@ use crate::{ApiError, ServerState};
 /// The longest a silence may last (a year): longer ones are mistakes more often than not.
 const MAX_SILENCE: chrono::TimeDelta = chrono::TimeDelta::days(366);
 /// The most matchers one silence may have.
-const MAX_MATCHERS: usize = 32;
+const MAX_MATCHERS: usize = 16;
+/// The longest matcher or author accepted.
+const MAX_SHORT: usize = 256;
 /// The longest `created_by`, `comment` or `by` accepted.
 const MAX_TEXT: usize = 1024;
 
@@ -43,14 +46,24 @@ fn alerting(s: &ServerState) -> Result<&Alerting, ApiError> {
     })
 }
 
+/// 422 in the API's error shape, each problem `path: message` split into its parts.
 fn unprocessable(problems: Vec<String>) -> Response {
+    let listed: Vec<serde_json::Value> = problems
+        .iter()
+        .map(|p| match p.split_once(": ") {
+            Some((path, message)) if !path.contains(' ') => {
+                json!({ "path": path, "message": message })
+            }
+            _ => json!({ "path": "", "message": p }),
+        })
+        .collect();
     (
         StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({
+        Json(json!({ "error": {
             "code": "invalid",
             "message": problems.join("; "),
-            "problems": problems,
-        })),
+            "problems": listed,
+        }})),
     )
         .into_response()
 }
@@ -69,8 +82,9 @@ pub(crate) struct AlertQuery {
 /// `GET /api/alerts`.
 pub(crate) async fn list(
     State(s): State<ServerState>,
-    Query(q): Query<AlertQuery>,
+    q: Result<Query<AlertQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let a = alerting(&s)?;
     let wanted = match q.state.as_deref() {
         None => None,
@@ -218,6 +232,10 @@ pub(crate) async fn create_silence(
     }
     let mut matchers = Vec::new();
     for (i, m) in body.matchers.iter().take(MAX_MATCHERS).enumerate() {
+        if m.len() > MAX_SHORT {
+            problems.push(format!("matchers[{i}]: at most {MAX_SHORT} characters"));
+            continue;
+        }
         match Matcher::parse(m) {
             Ok(m) => matchers.push(m),
             Err(e) => problems.push(format!("matchers[{i}]: {e}")),
@@ -304,8 +322,9 @@ pub(crate) struct OutboxQuery {
 /// `GET /api/notifications`: outbox entries (oldest first) and each receiver's counters.
 pub(crate) async fn notifications(
     State(s): State<ServerState>,
-    Query(q): Query<OutboxQuery>,
+    q: Result<Query<OutboxQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let a = alerting(&s)?;
     let mut filter = OutboxFilter::all();
     if let Some(state) = &q.state {

@@ -15,9 +15,14 @@
 //! | `GET /api/targets/{name}/results?from&to&step` | raw results or rollups |
 //! | `GET /api/targets/{name}/incidents` | incidents, oldest first |
 //! | `POST /api/heartbeat/{token}` | records a heartbeat |
+//! | `GET /api/openapi.json` | the OpenAPI 3 document of these routes ([`openapi`]) |
+//! | `GET /api/database/health` | the history store and the daemon's pools; 503 when unhealthy |
+//! | `GET /api/circuit-breakers/health` | the breakers of [`ServerState::resilience`]; 503 when all are open |
 //!
 //! Errors are JSON, `{"error": {"code": "...", "message": "..."}}`. Bodies are limited to
-//! [`MAX_BODY`] and each request to [`REQUEST_TIMEOUT`]. The guide is `docs/monitor.md`.
+//! [`MAX_BODY`] and each request to [`REQUEST_TIMEOUT`]. [`serve_tls`] serves the same router
+//! over HTTPS; [`record_probes`] records every probe result as the telemetry operation
+//! [`PROBE_OPERATION`] (label `target`). The guide is `docs/monitor.md`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -40,12 +45,19 @@
 //! # }
 //! ```
 
+// The OpenAPI document is one `json!` literal.
+#![recursion_limit = "512"]
+
 mod alerts;
 mod api;
 mod error;
 mod history;
 mod metrics;
+mod openapi;
+mod probes;
+mod selfcheck;
 mod time;
+mod tls;
 mod writes;
 
 use std::collections::BTreeMap;
@@ -66,6 +78,10 @@ use rampart_telemetry::Telemetry;
 
 pub use alerts::Alerting;
 pub use error::ApiError;
+pub use openapi::openapi;
+pub use probes::{PROBE_OPERATION, record_probes};
+pub use selfcheck::{DB_CHECK_TIMEOUT, DB_SLOW};
+pub use tls::{HANDSHAKE_TIMEOUT, TlsError, serve_tls, tls_acceptor};
 pub use writes::{ReloadError, StartError};
 
 /// The largest request body accepted (64 KiB); larger ones get 413.
@@ -84,6 +100,8 @@ pub struct ServerState {
     pub(crate) retention: Retention,
     pub(crate) writes: Option<Arc<writes::Writes>>,
     pub(crate) alerting: Option<Arc<Alerting>>,
+    pub(crate) breakers: selfcheck::Breakers,
+    pub(crate) pools: selfcheck::Pools,
 }
 
 /// The running monitor, its configuration, and the definitions of the targets created through
@@ -126,6 +144,8 @@ impl ServerState {
             telemetry,
             retention,
             writes,
+            breakers: selfcheck::Breakers::new(rampart_resilience::Registry::default()),
+            pools: selfcheck::Pools::default(),
             alerting: None,
         }
     }
@@ -157,6 +177,33 @@ impl ServerState {
                 .collect();
             a.service.set_targets(&targets);
         }
+    }
+
+    /// Reports the circuit breakers of `registry` at `GET /api/circuit-breakers/health` (by
+    /// default an empty registry of the server's own).
+    #[must_use]
+    pub fn with_resilience(mut self, registry: rampart_resilience::Registry) -> Self {
+        self.breakers = selfcheck::Breakers::new(registry);
+        self
+    }
+
+    /// The registry whose circuit breakers `GET /api/circuit-breakers/health` reports; the
+    /// daemon's parts that call out (notification receivers) take their breakers from it.
+    pub fn resilience(&self) -> &rampart_resilience::Registry {
+        &self.breakers.registry
+    }
+
+    /// Adds a connection pool the daemon owns to `GET /api/database/health`: `stats` is called
+    /// on each request (`|| pool.stats()` for a [`rampart_pool::Pool`]).
+    #[must_use]
+    pub fn with_pool(
+        mut self,
+        stats: impl Fn() -> rampart_pool::PoolStats + Send + Sync + 'static,
+    ) -> Self {
+        let mut pools: Vec<selfcheck::PoolSource> = self.pools.0.iter().cloned().collect();
+        pools.push(Arc::new(stats));
+        self.pools = selfcheck::Pools(Arc::new(pools));
+        self
     }
 
     pub(crate) fn current(&self) -> Current {
@@ -205,7 +252,10 @@ pub fn app(state: ServerState) -> Router {
             get(alerts::silence).delete(alerts::expire_silence),
         )
         .route("/notifications", get(alerts::notifications))
-        .route("/notifications/{id}/retry", post(alerts::retry));
+        .route("/notifications/{id}/retry", post(alerts::retry))
+        .route("/openapi.json", get(openapi::document))
+        .route("/database/health", get(selfcheck::database))
+        .route("/circuit-breakers/health", get(selfcheck::circuit_breakers));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -11,8 +11,16 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The longest time a query parameter may hold (as the OpenAPI document says).
+pub(crate) const MAX_TIME_LEN: usize = 64;
+
 /// Parses the query parameter `name`: RFC 3339 (`2026-11-23T20:00:00Z`) or Unix seconds.
 pub(crate) fn parse(name: &str, value: &str) -> Result<SystemTime, ApiError> {
+    if value.len() > MAX_TIME_LEN {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is longer than {MAX_TIME_LEN} characters"
+        )));
+    }
     if let Ok(secs) = value.parse::<u64>() {
         return Ok(UNIX_EPOCH + Duration::from_secs(secs));
     }

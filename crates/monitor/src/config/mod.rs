@@ -34,6 +34,7 @@ pub(crate) mod parse;
 mod secret;
 mod sections;
 mod serve;
+mod tls;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,7 @@ pub use self::checks::{
 };
 pub use self::secret::Secret;
 pub use self::serve::{DEFAULT_LISTEN, DEFAULT_STORE_PATH, ServerConfig, StoreConfig};
+pub use self::tls::ServerTls;
 use hyper::{Method, Uri};
 pub use rampart_resilience::{ConfigError, ConfigProblem};
 use regex::Regex;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::Secret;
 use super::parse::read_lenient;
 use super::secret::SecretSource;
+use super::tls::{RawTls, ServerTls, tls};
 use crate::store::Retention;
 
 /// The default listen address of `rampart serve`.
@@ -24,6 +25,7 @@ pub const DEFAULT_STORE_PATH: &str = "rampart.db";
 /// [server]
 /// listen = "127.0.0.1:8080"       # default
 /// write_token_env = "RAMPART_TOKEN" # or write_token_file = "/run/secrets/rampart-token"
+/// tls = { cert = "cert.pem", key = "key.pem" } # optional: HTTPS
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -33,6 +35,8 @@ pub struct ServerConfig {
     /// The bearer token that allows writes (`POST`/`PUT`/`DELETE /api/targets`), from
     /// `write_token_env` or `write_token_file`; `None`: the API is read-only.
     pub write_token: Option<Secret>,
+    /// `tls = { cert, key }`: serve HTTPS with these PEM files; `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +44,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             write_token: None,
+            tls: None,
         }
     }
 }
@@ -66,7 +71,15 @@ impl ServerConfig {
         ServerConfig {
             listen,
             write_token: None,
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with `tls`.
+    #[must_use]
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
     /// Allows writes with `token`.
     pub fn with_write_token(mut self, token: Secret) -> Self {
@@ -114,6 +127,7 @@ struct RawServer {
     listen: Option<String>,
     write_token_env: Option<String>,
     write_token_file: Option<String>,
+    tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +157,9 @@ pub(crate) fn server(value: &toml::Value, errors: &mut ConfigError) -> Option<Se
             file: raw.write_token_file.as_deref(),
         };
         config.write_token = source.read("server", "write_token", errors);
+    }
+    if let Some(raw) = &raw.tls {
+        config.tls = tls(raw, errors);
     }
     Some(config)
 }

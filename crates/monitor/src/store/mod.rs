@@ -29,6 +29,7 @@
 mod backup;
 mod config;
 mod error;
+mod health;
 pub(crate) mod record;
 mod rollup;
 mod schema;
@@ -45,6 +46,7 @@ use std::time::SystemTime;
 pub use backup::{BackupReport, backup};
 pub use config::{MAX_POINTS, RAW_RANGE, Resolution, Retention, SqliteConfig};
 pub use error::StoreError;
+pub use health::StoreHealth;
 pub use record::{ApiTarget, Batch, Incident, ResultRecord, StateChangeRecord, TargetState};
 pub use rollup::{LatencyHistogram, Level, QUANTILE_RELATIVE_ERROR, Rollup};
 pub use schema::SCHEMA_VERSION;
@@ -105,6 +107,12 @@ pub trait Store: Send + Sync {
 
     /// Deletes the API target `name`; `false` if there was none. Its history stays.
     fn delete_api_target(&self, name: &str) -> StoreFuture<'_, bool>;
+
+    /// Runs a trivial query and reports the engine's own health (`GET /api/database/health`).
+    /// The default knows nothing of the engine: it answers with an empty snapshot.
+    fn health(&self) -> StoreFuture<'_, StoreHealth> {
+        Box::pin(async { Ok(StoreHealth::new("unknown")) })
+    }
 }
 
 /// What a [`Store::sweep`] deleted.

@@ -19,7 +19,7 @@ use super::record::{
 use super::rollup::{Level, Rollup};
 use super::schema::{self, MigrateError, SCHEMA_VERSION};
 use super::writer::{self, Command, Counters, SweepTable, aggregate_at};
-use super::{Store, StoreFuture, SweepReport};
+use super::{Store, StoreFuture, StoreHealth, SweepReport};
 use crate::probe::Phases;
 
 /// How long a reader waits for a lock before giving up (readers rarely wait in WAL mode).
@@ -270,6 +270,48 @@ fn open_connections(path: &Path) -> Result<(Connection, Connection), StoreError>
 }
 
 impl Store for SqliteStore {
+    fn health(&self) -> StoreFuture<'_, StoreHealth> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let (one, version, pages, page_size) = self
+                .read(|conn, path| {
+                    let read_err = |e| StoreError::read(path, e);
+                    let one: i64 = conn
+                        .query_row("SELECT 1", [], |r| r.get(0))
+                        .map_err(read_err)?;
+                    let version: u32 = conn
+                        .query_row("PRAGMA user_version", [], |r| r.get(0))
+                        .map_err(read_err)?;
+                    let pages: i64 = conn
+                        .query_row("PRAGMA page_count", [], |r| r.get(0))
+                        .map_err(read_err)?;
+                    let size: i64 = conn
+                        .query_row("PRAGMA page_size", [], |r| r.get(0))
+                        .map_err(read_err)?;
+                    Ok((one, version, pages, size))
+                })
+                .await?;
+            let latency = started.elapsed();
+            debug_assert_eq!(one, 1);
+            let mut wal = self.path.clone().into_os_string();
+            wal.push("-wal");
+            let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).ok();
+            let pending = self.tx.as_ref().map(|tx| {
+                u64::try_from(tx.max_capacity().saturating_sub(tx.capacity())).unwrap_or(u64::MAX)
+            });
+            let mut h = StoreHealth::new("sqlite");
+            h.path = Some(self.path.clone());
+            h.latency = latency;
+            h.schema_version = Some(version);
+            h.page_count = u64::try_from(pages).ok();
+            h.page_size = u64::try_from(page_size).ok();
+            h.wal_bytes = wal_bytes;
+            h.pending_writes = pending;
+            h.commits = Some(self.counters.commits.load(Ordering::Relaxed));
+            Ok(h)
+        })
+    }
+
     fn write(&self, batch: Batch) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             if batch.is_empty() {
