@@ -22,7 +22,7 @@ use crate::store::StoreError;
 /// durations end with time alone).
 pub const EVALUATE_EVERY: Duration = Duration::from_secs(1);
 
-/// The alert engine at work: see the [module docs](self).
+/// The alert engine at work, driven by a monitor.
 ///
 /// Each probe result is evaluated as it arrives and the groups that are due flushed at once
 /// (so with `group_wait = 0` and `for = 0` a notification is on its way within one store
