@@ -5,45 +5,30 @@
 //! notification as delivered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{DEADLINE, KillOnDrop, lines_of, listening_addr, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-const DEADLINE: Duration = Duration::from_secs(30);
 const TOKEN: &str = "alerting-test-token-0123456789";
 const SECRET: &str = "webhook-secret";
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One request with `Connection: close`: the status and the body.
+/// A request with the write token.
 fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
+    common::call(
+        addr,
+        method,
+        path,
+        &[&format!("Authorization: Bearer {TOKEN}")],
+        body,
     )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    (status, text.split_once("\r\n\r\n").unwrap().1.to_owned())
 }
 
 /// A webhook receiver: each request's headers and body, answered 200.
@@ -74,30 +59,6 @@ fn receiver() -> (SocketAddr, mpsc::Receiver<(String, String)>) {
         }
     });
     (addr, rx)
-}
-
-fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
-fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no {needle:?} in:\n{}", seen.join("\n")));
-        seen.push(line.clone());
-        if line.contains(needle) {
-            return line;
-        }
-    }
 }
 
 #[test]
@@ -157,15 +118,7 @@ webhook = {{ url = "http://{hook}/rampart", secret = "{SECRET}" }}
     let mut seen = Vec::new();
     wait_for(&err, "alerting on", &mut seen);
     let listening = wait_for(&err, "listening", &mut seen);
-    let addr: SocketAddr = listening
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&listening);
 
     let (head, body) = hooks.recv_timeout(DEADLINE).expect("a notification");
     let n: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -2,55 +2,17 @@
 //! with exit code 0, leaving every result it showed in the store file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::{KillOnDrop, get, lines_of, listening_addr, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rampart_monitor::store::{SqliteConfig, SqliteStore, Store};
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Kills the daemon if the test fails before it stops.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One `GET` with `Connection: close`: the status and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    (status, text.split_once("\r\n\r\n").unwrap().1.to_owned())
-}
-
-/// The next stderr line containing `needle`, within the deadline.
-fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
-    loop {
-        let line = lines
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("no {needle:?} in the log:\n{}", seen.join("\n")));
-        seen.push(line.clone());
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
 
 #[test]
 fn serve_answers_probes_and_stops_cleanly_on_sigterm() {
@@ -78,24 +40,10 @@ fn serve_answers_probes_and_stops_cleanly_on_sigterm() {
             .spawn()
             .unwrap(),
     );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = lines_of(child.0.stderr.take().unwrap());
     let mut seen = Vec::new();
     let listening = wait_for(&lines, "listening", &mut seen);
-    let addr: SocketAddr = listening
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&listening);
     // The monitor and the store are up before the listener: ready at once.
     assert_eq!(get(addr, "/ready").0, 200);
     wait_for(&lines, "state changed", &mut seen);
