@@ -70,7 +70,11 @@ pub(crate) fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<Str
 }
 
 /// The next line containing `needle`, within [`DEADLINE`]; every line read goes to `seen`.
-pub(crate) fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
+pub(crate) fn wait_for(
+    lines: &mpsc::Receiver<String>,
+    needle: &str,
+    seen: &mut Vec<String>,
+) -> String {
     let until = Instant::now() + DEADLINE;
     loop {
         let left = until.saturating_duration_since(Instant::now());
