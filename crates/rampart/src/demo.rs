@@ -89,6 +89,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             println!("  {name}: not reachable, skipped");
         }
     }
+    println!(
+        "  alerts:     the nine default rules; notifications are printed below as they arrive"
+    );
     println!("Stop with Ctrl-C.");
 
     let job = tokio::spawn(heartbeats(args.listen));
@@ -103,6 +106,7 @@ struct Services {
     api: SocketAddr,
     flaky: SocketAddr,
     slow: SocketAddr,
+    hook: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -136,9 +140,11 @@ impl Services {
                 "ok"
             }),
         );
+        // The demo's alert receiver: prints each notification's alerts.
+        let hook = Router::new().route("/hook", axum::routing::post(print_notification));
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
-        for app in [api, flaky, slow] {
+        for app in [api, flaky, slow, hook] {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             addrs.push(listener.local_addr()?);
             tasks.push(tokio::spawn(async move {
@@ -149,6 +155,7 @@ impl Services {
             api: addrs[0],
             flaky: addrs[1],
             slow: addrs[2],
+            hook: addrs[3],
             tasks,
         })
     }
@@ -163,6 +170,24 @@ fn cycle_position(elapsed: Duration, cycle: Duration) -> Duration {
 fn slow_latency(elapsed: Duration) -> Duration {
     let phase = cycle_position(elapsed, SLOW_CYCLE).as_secs_f64() / SLOW_CYCLE.as_secs_f64();
     Duration::from_millis(20) + Duration::from_secs_f64(1.18 * phase)
+}
+
+/// Prints the alerts of a webhook notification, one line each.
+async fn print_notification(body: axum::body::Bytes) -> StatusCode {
+    let Ok(n) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let empty = Vec::new();
+    for a in n["alerts"].as_array().unwrap_or(&empty) {
+        println!(
+            "alert {}: {} on {} ({})",
+            a["status"].as_str().unwrap_or("?"),
+            a["rule"].as_str().unwrap_or("?"),
+            a["labels"]["target"].as_str().unwrap_or("?"),
+            a["annotations"]["summary"].as_str().unwrap_or("")
+        );
+    }
+    StatusCode::OK
 }
 
 /// True if something accepts connections at `addr` within 300 ms.
@@ -222,12 +247,25 @@ kind = "heartbeat"
 token = "{HEARTBEAT_TOKEN}"
 every = "10s"
 grace = "5s"
+
+# Alerting: the nine default rules, every notification to the demo's webhook receiver, which
+# prints it.
+[alerting]
+[alerting.route]
+receiver = "demo-hook"
+group_wait = "5s"
+group_interval = "30s"
+
+[[alerting.receiver]]
+name = "demo-hook"
+webhook = {{ url = "http://{hook}/hook" }}
 "#,
         file = args.data_dir.join("demo.toml").display(),
         listen = args.listen,
         api = s.api,
         flaky = s.flaky,
         slow = s.slow,
+        hook = s.hook,
         api_parent = if postgres {
             "depends_on = [\"postgres\"]\n"
         } else {

@@ -1,6 +1,7 @@
 //! `rampart demo` as a user runs it: it prints where to look, its demo services show the states
 //! they are made to show (the API healthy, the heartbeat job healthy through its beats, the
-//! flaky service down during its first burst), and it stops with exit code 0 on SIGTERM.
+//! flaky service down during its first burst, and its TargetDown alert printed by the demo's
+//! receiver), and it stops with exit code 0 on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -48,6 +49,8 @@ fn the_demo_runs_its_services_and_stops_cleanly() {
     ] {
         wait_for(&err, needle, &mut logged);
     }
+    // The flaky service's burst reaches the demo's alert receiver, which prints it.
+    wait_for(&out, "alert firing: TargetDown on flaky", &mut printed);
     let (status, body) = get(addr, "/api/summary");
     assert_eq!(status, 200, "{body}");
     let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
