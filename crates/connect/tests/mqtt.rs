@@ -421,32 +421,6 @@ impl Drop for TlsBroker {
     }
 }
 
-/// DER as PEM (rcgen's `pem` feature is off in the workspace).
-fn pem(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::new();
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 fn tls_broker() -> Option<TlsBroker> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -462,17 +436,9 @@ fn tls_broker() -> Option<TlsBroker> {
     let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.path().join("ca.pem"), pem("CERTIFICATE", ca.der())).unwrap();
-    std::fs::write(
-        dir.path().join("server.pem"),
-        pem("CERTIFICATE", cert.der()),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("server.key"),
-        pem("PRIVATE KEY", &key.serialize_der()),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -19,6 +19,7 @@ const DAY: u64 = 86_400;
 /// from now (an hour more, so the whole-day count is exact).
 struct Pki {
     ca: CertificateDer<'static>,
+    ca_pem: String,
     leaf: CertificateDer<'static>,
     leaf_key: KeyPair,
 }
@@ -30,7 +31,8 @@ fn pki(valid_for_days: u64) -> Pki {
         .distinguished_name
         .push(DnType::CommonName, "Rampart Test CA");
     let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap().der().clone();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let (ca, ca_pem) = (ca_cert.der().clone(), ca_cert.pem());
     let issuer = Issuer::new(ca_params, ca_key);
 
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
@@ -46,7 +48,12 @@ fn pki(valid_for_days: u64) -> Pki {
         rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(now + valid_for_days * DAY + 3600);
     let leaf_key = KeyPair::generate().unwrap();
     let leaf = params.signed_by(&leaf_key, &issuer).unwrap().der().clone();
-    Pki { ca, leaf, leaf_key }
+    Pki {
+        ca,
+        ca_pem,
+        leaf,
+        leaf_key,
+    }
 }
 
 /// A server presenting the leaf and the CA, and a probe of it trusting the CA.
@@ -170,7 +177,7 @@ async fn a_configured_target_with_a_ca_file_is_degraded_when_expiring_soon() {
     let server = serve(&pki).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, pem(&pki.ca)).unwrap();
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
     let config = MonitorConfig::from_str(
         &format!(
             r#"
@@ -194,32 +201,4 @@ async fn a_configured_target_with_a_ca_file_is_degraded_when_expiring_soon() {
     let report = results.recv().await.unwrap();
     assert!(report.result.is_success(), "{:?}", report.result);
     assert_eq!(monitor.state("edge"), Some(HealthState::Degraded));
-}
-
-/// A certificate in PEM (RFC 7468), base64 written out here to need no crate for it.
-fn pem(der: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::new();
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|l| std::str::from_utf8(l).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
 }

@@ -21,34 +21,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `der` in PEM (RFC 7468) under `label`; base64 written out to need no crate for it.
-fn pem(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::new();
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|l| std::str::from_utf8(l).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 #[test]
 fn serve_answers_https_and_not_plain_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -58,8 +30,8 @@ fn serve_answers_https_and_not_plain_http() {
         .self_signed(&key)
         .unwrap();
     let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&c, pem("CERTIFICATE", cert.der())).unwrap();
-    let key_pem = pem("PRIVATE KEY", &key.serialize_der());
+    std::fs::write(&c, cert.pem()).unwrap();
+    let key_pem = key.serialize_pem();
     std::fs::write(&k, &key_pem).unwrap();
     let config = dir.path().join("monitor.toml");
     std::fs::write(

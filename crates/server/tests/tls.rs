@@ -14,34 +14,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
-/// `der` in PEM (RFC 7468) under `label`; base64 written out to need no crate for it.
-fn pem(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::new();
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|l| std::str::from_utf8(l).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_trusted_self_signed_certificate() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,8 +23,8 @@ async fn https_with_a_trusted_self_signed_certificate() {
         .self_signed(&key)
         .unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, pem("CERTIFICATE", cert.der())).unwrap();
-    std::fs::write(&key_path, pem("PRIVATE KEY", &key.serialize_der())).unwrap();
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
 
     let config = MonitorConfig::from_str(
         "[[target]]\nname = \"t\"\nkind = \"tcp\"\n[target.tcp]\naddress = \"127.0.0.1:1\"\n",

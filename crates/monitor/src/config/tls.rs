@@ -134,34 +134,6 @@ mod tests {
             .collect()
     }
 
-    /// `der` in PEM (RFC 7468) under `label`; base64 written out to need no crate for it.
-    fn pem(label: &str, der: &[u8]) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut b64 = String::new();
-        for chunk in der.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    b64.push('=');
-                }
-            }
-        }
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|l| std::str::from_utf8(l).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
-    }
-
     const TARGET: &str =
         "[[target]]\nname = \"t\"\nkind = \"tcp\"\n[target.tcp]\naddress = \"127.0.0.1:1\"\n";
 
@@ -174,8 +146,8 @@ mod tests {
             .self_signed(&key)
             .unwrap();
         let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-        std::fs::write(&c, pem("CERTIFICATE", cert.der())).unwrap();
-        std::fs::write(&k, pem("PRIVATE KEY", &key.serialize_der())).unwrap();
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
         let text = format!("[server]\ntls = {{ cert = {c:?}, key = {k:?} }}\n{TARGET}");
         let config = MonitorConfig::from_str(&text, None).unwrap();
         let tls = config.server.unwrap().tls.unwrap();
